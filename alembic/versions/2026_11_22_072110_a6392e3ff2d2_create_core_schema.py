@@ -52,9 +52,8 @@ BEGIN
         ) INTO in_use, used_keys USING keys;
         IF in_use > 0 THEN
             problems := problems || format(
-                '%s row(s) in %s.%s reference %s %s',
-                in_use, fk.child_table, fk.child_column, key_column,
-                array_to_string(used_keys, ', ')
+                '%s row(s) in %s.%s reference %s',
+                in_use, fk.child_table, fk.child_column, array_to_string(used_keys, ', ')
             );
         END IF;
     END LOOP;
@@ -62,7 +61,7 @@ BEGIN
         RAISE EXCEPTION USING
             ERRCODE = 'RF001',
             MESSAGE = format(
-                'cannot downgrade: %s rows that this revision would delete are still in use: %s',
+                'cannot downgrade: this revision would delete %s rows that are still in use (%s)',
                 ref_table, array_to_string(problems, '; ')
             ),
             HINT = 'Nothing was changed. Delete or re-point those rows first,'

