@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import command
 from sqlalchemy.engine import URL
 
-from tests.helpers import alembic_config
+from tests.helpers import ALEMBIC_INI, config_for
 from tests.servers import PG15_BIN, PgServer, embedded_server, external_server, system_server
 
 DEFAULT_SERVER = "external" if os.environ.get("DATABASE_URL") else "pg18-embedded"
@@ -60,7 +60,7 @@ def head_template(pg_server: PgServer) -> Iterator[str]:
     """A database migrated to head once per server, cloned by ``head_engine``."""
     url = pg_server.create_database()
     engine = sa.create_engine(url, poolclass=sa.NullPool)
-    command.upgrade(alembic_config(engine), "head")
+    command.upgrade(config_for(engine), "head")
     engine.dispose()
     yield url.database
     pg_server.drop_database(url.database)
@@ -87,6 +87,4 @@ def alembic_engine(engine: sa.Engine) -> sa.Engine:
 
 @pytest.fixture
 def alembic_config() -> dict[str, str]:
-    from tests.helpers import ALEMBIC_INI
-
     return {"file": str(ALEMBIC_INI)}

@@ -19,7 +19,7 @@ ALEMBIC_INI = REPO_ROOT / "alembic.ini"
 ALEMBIC_BIN = Path(sys.executable).with_name("alembic")
 
 
-def alembic_config(engine: sa.Engine) -> Config:
+def config_for(engine: sa.Engine) -> Config:
     """An alembic config that runs env.py against ``engine`` (env.py takes its own lock)."""
     config = Config(str(ALEMBIC_INI))
     config.attributes["connection"] = engine
