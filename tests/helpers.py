@@ -46,16 +46,23 @@ def revision_steps() -> list[Step]:
 
 
 def snapshot_rows(conn: sa.Connection) -> dict[str, list[str]]:
-    """Every row of every table, as sorted JSON text: equal snapshots mean equal contents."""
+    """Every row of every table, as sorted JSON text: equal snapshots mean equal contents.
+
+    An empty ``alembic_version`` counts as absent: alembic creates it on its first run and
+    leaves it behind, empty, after a downgrade to base.
+    """
     tables = conn.scalars(
         sa.text("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
     ).all()
-    return {
+    rows = {
         table: conn.scalars(
             sa.text(f'SELECT to_jsonb(t)::text FROM "{table}" AS t ORDER BY 1')
         ).all()
         for table in tables
     }
+    if "alembic_version" in rows and not rows["alembic_version"]:
+        del rows["alembic_version"]
+    return rows
 
 
 SCHEMA_QUERIES = {
@@ -90,19 +97,26 @@ def current_revision(conn: sa.Connection) -> str | None:
     return conn.scalar(sa.text("SELECT version_num FROM alembic_version"))
 
 
+def alembic_env(url: URL | str | None) -> dict[str, str]:
+    """The environment for an ``alembic`` subprocess aimed at ``url`` (None: no database)."""
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    if isinstance(url, URL):
+        url = url.render_as_string(hide_password=False)
+    if url is not None:
+        env["DATABASE_URL"] = url
+    return env
+
+
 def run_alembic(
-    *args: str, url: URL | None, check: bool = False, timeout: float = 120
+    *args: str, url: URL | str | None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
     """Run the real ``alembic`` command, as an operator would, against ``url``."""
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    if url is not None:
-        env["DATABASE_URL"] = url.render_as_string(hide_password=False)
     return subprocess.run(
         [str(ALEMBIC_BIN), *args],
         cwd=REPO_ROOT,
-        env=env,
+        env=alembic_env(url),
         capture_output=True,
         text=True,
-        check=check,
+        check=False,
         timeout=timeout,
     )

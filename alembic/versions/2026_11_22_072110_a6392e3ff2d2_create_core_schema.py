@@ -64,8 +64,8 @@ BEGIN
                 'cannot downgrade: this revision would delete %s rows that are still in use (%s)',
                 ref_table, array_to_string(problems, '; ')
             ),
-            HINT = 'Nothing was changed. Delete or re-point those rows first,'
-                ' or stay on this revision (roll forward instead).';
+            HINT = 'This step was rolled back and changed nothing. Delete or re-point those'
+                ' rows first, or stay on this revision and roll forward instead.';
     END IF;
 END
 $$

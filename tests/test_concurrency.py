@@ -1,0 +1,62 @@
+"""Two app instances running ``alembic upgrade head`` at once: one migrates, one waits."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from seed_data.db import REPO_ROOT
+from tests.helpers import ALEMBIC_BIN, alembic_env, current_revision, revision_steps
+from tests.servers import PgServer
+
+# The same key as alembic/env.py's MIGRATION_LOCK_KEY.
+MIGRATION_LOCK_KEY = 7_240_101_118_530_129_153
+
+
+def waiting_for_lock(conn: sa.Connection) -> int:
+    return conn.scalar(
+        sa.text(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        )
+    )
+
+
+@pytest.mark.slow
+def test_concurrent_upgrades_both_succeed_and_apply_history_once(
+    pg_server: PgServer, engine: sa.Engine
+) -> None:
+    with engine.connect() as holder:
+        # Hold the lock ourselves so both runs are provably queued before either starts.
+        holder.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
+        runs = [
+            subprocess.Popen(
+                [str(ALEMBIC_BIN), "upgrade", "head"],
+                env=alembic_env(engine.url),
+                cwd=REPO_ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(2)
+        ]
+        deadline = time.monotonic() + 60
+        while waiting_for_lock(holder) < 2:
+            assert time.monotonic() < deadline, "the two alembic runs never queued on the lock"
+            assert all(run.poll() is None for run in runs), "an alembic run exited early"
+            time.sleep(0.1)
+        holder.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK_KEY})
+        holder.commit()
+
+    outputs = [run.communicate(timeout=120) for run in runs]
+    for run, (_, stderr) in zip(runs, outputs, strict=True):
+        assert run.returncode == 0, f"a concurrent `alembic upgrade head` failed:\n{stderr}"
+    applied = [stderr.count("Running upgrade") for _, stderr in outputs]
+    assert sorted(applied) == [0, len(revision_steps())], (
+        f"expected one run to apply every revision and the other none; got {applied}"
+    )
+    with engine.connect() as conn:
+        assert current_revision(conn) == revision_steps()[-1].revision

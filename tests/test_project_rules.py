@@ -1,0 +1,49 @@
+"""Rules of the codebase that a reviewer would otherwise have to remember."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from seed_data.db import REPO_ROOT
+
+VERSIONS = sorted((REPO_ROOT / "alembic" / "versions").glob("*.py"))
+# A migration must give the same result forever: only these may be imported.
+ALLOWED_IMPORT_ROOTS = {"alembic", "sqlalchemy", *sys.stdlib_module_names}
+
+
+def imported_roots(path: Path) -> set[str]:
+    roots = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            roots |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            roots.add((node.module or ".").split(".")[0] if node.level == 0 else ".")
+    return roots
+
+
+@pytest.mark.parametrize("path", VERSIONS, ids=[p.stem for p in VERSIONS])
+def test_migration_imports_no_app_code(path: Path) -> None:
+    foreign = imported_roots(path) - ALLOWED_IMPORT_ROOTS
+    assert not foreign, (
+        f"{path.name} imports {sorted(foreign)}: migrations may import only alembic, sqlalchemy"
+        " and the standard library. Copy the values you need into the file as constants and"
+        " describe tables with sa.table()/sa.column()."
+    )
+
+
+@pytest.mark.parametrize(
+    "args", [["check", "."], ["format", "--check", "."]], ids=["lint", "format"]
+)
+def test_ruff_is_clean(args: list[str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "ruff", *args], cwd=REPO_ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 0, (
+        f"ruff {' '.join(args)} failed; run `ruff check --fix . && ruff format .`:\n"
+        f"{result.stdout}{result.stderr}"
+    )

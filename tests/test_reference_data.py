@@ -1,0 +1,70 @@
+"""What the reference data is at head, and that the Python enums agree with it."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+import sqlalchemy as sa
+
+from seed_data.enums import LOOKUP_ENUMS
+from seed_data.models import REFERENCE_TABLES
+
+
+@pytest.mark.parametrize("table", sorted(LOOKUP_ENUMS))
+def test_enum_members_equal_lookup_rows_at_head(table: str, head_engine: sa.Engine) -> None:
+    enum = LOOKUP_ENUMS[table]
+    with head_engine.connect() as conn:
+        codes = set(conn.scalars(sa.text(f"SELECT code FROM {table}")))
+    members = {member.value for member in enum}
+    assert members == codes, (
+        f"{enum.__name__} and the {table} rows at head differ: only in the enum"
+        f" {sorted(members - codes)}, only in the table {sorted(codes - members)}. Add a"
+        f" migration for new rows, then update seed_data/enums.py to match."
+    )
+
+
+def test_head_has_the_catalogue_faqs_and_categories(head_engine: sa.Engine) -> None:
+    with head_engine.connect() as conn:
+        counts = {t: conn.scalar(sa.text(f"SELECT count(*) FROM {t}")) for t in REFERENCE_TABLES}
+        active = conn.scalar(sa.text("SELECT count(*) FROM products WHERE is_active"))
+        products = conn.execute(
+            sa.text("SELECT code, interest_rate, features, requirements FROM products")
+        ).all()
+    assert counts["transaction_categories"] == 16
+    assert counts["faqs"] == 6
+    assert counts["products"] == 9 and active == 8, "8 launch products + ISA, 2-year fix retired"
+    for code, rate, features, requirements in products:
+        assert isinstance(rate, Decimal), f"{code}: interest_rate must come back as Decimal"
+        assert features and all(isinstance(f, str) for f in features), code
+        assert requirements and all(isinstance(r, str) for r in requirements), code
+    rates = {code: rate for code, rate, *_ in products}
+    assert rates["easy_access_saver"] == Decimal("3.50")
+
+
+def test_catalogue_update_changed_exactly_what_it_says(head_engine: sa.Engine) -> None:
+    with head_engine.connect() as conn:
+        retired = conn.scalars(sa.text("SELECT code FROM products WHERE NOT is_active")).all()
+        answer = conn.scalar(sa.text("SELECT answer FROM faqs WHERE slug = 'contacting-us'"))
+        isa = conn.scalar(
+            sa.text("SELECT account_type_code FROM products WHERE code = 'easy_access_cash_isa'")
+        )
+    assert retired == ["fixed_mortgage_2yr"]
+    assert "8am to 8pm Monday to Saturday" in answer
+    assert isa == "cash_isa"
+
+
+def test_business_rows_get_ids_and_timestamps_from_the_database(head_engine: sa.Engine) -> None:
+    with head_engine.begin() as conn:
+        customer = conn.execute(
+            sa.text("""
+                INSERT INTO customers (customer_id, first_name, last_name, email, phone,
+                                       date_of_birth, password_hash)
+                VALUES ('CUST-000009', 'Olu', 'Adeyemi', 'olu@example.co.uk', '0161 496 0000',
+                        '1979-09-09', 'x')
+                RETURNING id, created_at, is_vip
+            """)
+        ).one()
+    assert customer.id >= 1
+    assert customer.created_at.tzinfo is not None, "timestamps must be timezone-aware"
+    assert customer.is_vip is False

@@ -1,0 +1,166 @@
+"""Row-level round trips: every revision's downgrade restores exactly the rows it found.
+
+pytest-alembic's ``test_up_down_consistency`` compares schema only; these compare the
+contents of every table (and alembic_version) before and after each step.
+"""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+
+from tests.helpers import (
+    Step,
+    config_for,
+    current_revision,
+    revision_steps,
+    run_alembic,
+    schema_fingerprint,
+    snapshot_rows,
+)
+from tests.servers import PgServer
+
+STEPS = revision_steps()
+REVISION = {step.file_stem.split("_", 5)[-1]: step.revision for step in STEPS}
+LOOKUPS = REVISION["lookup_values"]
+CATALOGUE_2027 = REVISION["catalogue_update_for_2027"]
+
+
+def differing_tables(a: dict[str, list[str]], b: dict[str, list[str]]) -> list[str]:
+    return sorted(t for t in a.keys() | b.keys() if a.get(t) != b.get(t))
+
+
+@pytest.mark.parametrize("step", STEPS, ids=[s.file_stem for s in STEPS])
+def test_revision_round_trips_rows(step: Step, engine: sa.Engine) -> None:
+    config = config_for(engine)
+    if step.down_revision != "base":
+        command.upgrade(config, step.down_revision)
+    with engine.connect() as conn:
+        before = snapshot_rows(conn)
+
+    command.upgrade(config, step.revision)
+    with engine.connect() as conn:
+        after_first_upgrade = snapshot_rows(conn)
+
+    command.downgrade(config, step.down_revision)
+    with engine.connect() as conn:
+        after_downgrade = snapshot_rows(conn)
+    assert after_downgrade == before, (
+        f"downgrading {step.file_stem} changed rows in {differing_tables(before, after_downgrade)}:"
+        " its downgrade() must delete exactly the rows upgrade() inserted and restore every"
+        " value upgrade() changed, from constants frozen in the same file."
+    )
+
+    command.upgrade(config, step.revision)
+    with engine.connect() as conn:
+        after_second_upgrade = snapshot_rows(conn)
+    assert after_second_upgrade == after_first_upgrade, (
+        f"upgrading {step.file_stem} a second time gave different rows in"
+        f" {differing_tables(after_first_upgrade, after_second_upgrade)}: upgrade() must not"
+        " depend on state its downgrade() leaves behind (e.g. sequences or generated ids)."
+    )
+
+
+USER_ROWS = {
+    "account_statuses": "INSERT INTO account_statuses VALUES ('dormant', 'Dormant', 50)",
+    "transaction_categories": "INSERT INTO transaction_categories VALUES ('pets', 'Pets', 170)",
+    "products": """
+        INSERT INTO products (code, name, account_type_code, description, interest_rate,
+                              features, requirements)
+        VALUES ('staff_saver', 'Staff Saver', 'savings', 'For colleagues only.', 5.00,
+                '["Staff only"]', '["Employed by the bank"]')
+    """,
+    "faqs": """
+        INSERT INTO faqs (slug, question, answer, category, sort_order)
+        VALUES ('branch-hours', 'When are branches open?', 'See the branch finder.', 'help', 70)
+    """,
+}
+
+
+def user_rows(conn: sa.Connection) -> dict[str, list[str]]:
+    rows = snapshot_rows(conn)
+    keys = ("'dormant'", "'pets'", "'staff_saver'", "'branch-hours'")
+    return {
+        table: [row for row in rows[table] if any(k.strip("'") in row for k in keys)]
+        for table in USER_ROWS
+    }
+
+
+def test_downgrade_leaves_rows_users_added(head_engine: sa.Engine) -> None:
+    with head_engine.begin() as conn:
+        for sql in USER_ROWS.values():
+            conn.execute(sa.text(sql))
+    with head_engine.connect() as conn:
+        added = user_rows(conn)
+    assert all(len(rows) == 1 for rows in added.values())
+
+    # Down to the lookups: the catalogue and FAQ revisions delete only their own keys.
+    command.downgrade(config_for(head_engine), LOOKUPS)
+    with head_engine.connect() as conn:
+        assert user_rows(conn) == added, "a reference downgrade deleted or changed a user's row"
+        assert conn.scalar(sa.text("SELECT count(*) FROM products")) == 1
+        assert conn.scalar(sa.text("SELECT count(*) FROM faqs")) == 1
+
+
+def test_downgrade_blocked_by_business_rows_changes_nothing(head_engine: sa.Engine) -> None:
+    config = config_for(head_engine)
+    command.downgrade(config, CATALOGUE_2027)
+    with head_engine.begin() as conn:
+        conn.execute(
+            sa.text("""
+                WITH c AS (
+                    INSERT INTO customers (customer_id, first_name, last_name, email, phone,
+                                           date_of_birth, password_hash)
+                    VALUES ('CUST-000001', 'Ada', 'Jones', 'ada@example.co.uk',
+                            '+44 20 7946 0000', '1985-04-12', 'x')
+                    RETURNING id
+                )
+                INSERT INTO accounts (account_number, customer_id, product_code,
+                                      account_type_code, status_code)
+                SELECT n, c.id, 'easy_access_cash_isa', 'cash_isa', 'active'
+                FROM c, (VALUES ('12345678'), ('12345679')) AS numbers (n)
+            """)
+        )
+    with head_engine.connect() as conn:
+        rows_before, schema_before = snapshot_rows(conn), schema_fingerprint(conn)
+
+    with pytest.raises(Exception, match="cannot downgrade") as raised:
+        command.downgrade(config, "-1")
+    message = str(raised.value)
+    assert "products rows that are still in use" in message
+    assert "2 row(s) in accounts.product_code reference easy_access_cash_isa" in message
+    assert "This step was rolled back and changed nothing" in message
+
+    with head_engine.connect() as conn:
+        assert current_revision(conn) == CATALOGUE_2027
+        assert snapshot_rows(conn) == rows_before, "a blocked downgrade must change no rows"
+        assert schema_fingerprint(conn) == schema_before, "a blocked downgrade changed schema"
+
+
+@pytest.mark.slow
+def test_blocked_downgrade_cli_says_why_without_a_traceback(
+    pg_server: PgServer, head_engine: sa.Engine
+) -> None:
+    with head_engine.begin() as conn:
+        conn.execute(
+            sa.text("""
+                INSERT INTO customers (customer_id, first_name, last_name, email, phone,
+                                       date_of_birth, password_hash)
+                VALUES ('CUST-000002', 'Sam', 'Patel', 'sam@example.co.uk', '07700 900123',
+                        '1990-01-30', 'x');
+                INSERT INTO conversations (customer_id, channel_code, intent)
+                SELECT id, 'phone', 'card_lost' FROM customers;
+            """)
+        )
+    result = run_alembic("downgrade", "base", url=head_engine.url)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert (
+        "FAILED: cannot downgrade: this revision would delete conversation_channels rows that"
+        " are still in use (1 row(s) in conversations.channel_code reference phone)"
+    ) in result.stdout
+    with head_engine.connect() as conn:
+        # Each revision is its own transaction: the steps before the blocked one stay done.
+        assert current_revision(conn) == LOOKUPS
+        assert conn.scalar(sa.text("SELECT count(*) FROM conversation_channels")) == 4
