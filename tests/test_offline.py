@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 
+from seed_data.db import libpq_url
 from tests.helpers import config_for, run_alembic, schema_fingerprint, snapshot_rows
 from tests.servers import PgServer
 
@@ -40,7 +41,7 @@ def apply_with_psql(pg_server: PgServer, engine: sa.Engine, script: Path) -> Non
             "ON_ERROR_STOP=1",
             "-f",
             str(script),
-            pg_server.libpq_url(engine.url),
+            libpq_url(engine.url),
         ],
         capture_output=True,
         text=True,
