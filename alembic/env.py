@@ -91,6 +91,9 @@ def run_migrations(connection: Connection) -> None:
 def run_migrations_online() -> None:
     given = config.attributes.get("connection")
     if isinstance(given, Connection):
+        # The caller's connection: run inside its transaction, never commit or lock on it.
+        if not given.in_transaction():
+            given.begin()
         run_migrations(given)
         return
 

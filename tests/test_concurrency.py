@@ -1,4 +1,4 @@
-"""Two app instances running ``alembic upgrade head`` at once: one migrates, one waits."""
+"""Who may lock and commit: two deploys at once queue on a lock; a caller's connection is theirs."""
 
 from __future__ import annotations
 
@@ -7,21 +7,33 @@ import time
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
 
 from seed_data.db import REPO_ROOT
-from tests.helpers import ALEMBIC_BIN, alembic_env, current_revision, revision_steps
+from tests.helpers import (
+    ALEMBIC_BIN,
+    ALEMBIC_INI,
+    alembic_env,
+    current_revision,
+    revision_steps,
+    snapshot_rows,
+)
 from tests.servers import PgServer
 
 # The same key as alembic/env.py's MIGRATION_LOCK_KEY.
 MIGRATION_LOCK_KEY = 7_240_101_118_530_129_153
 
 
-def waiting_for_lock(conn: sa.Connection) -> int:
+def advisory_locks(conn: sa.Connection, *, granted: bool | None = None) -> int:
+    """How many advisory locks in this database are held (granted) or awaited (not)."""
     return conn.scalar(
         sa.text(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+            " AND (CAST(:granted AS boolean) IS NULL OR granted = :granted)"
             " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-        )
+        ),
+        {"granted": granted},
     )
 
 
@@ -44,7 +56,7 @@ def test_concurrent_upgrades_both_succeed_and_apply_history_once(
             for _ in range(2)
         ]
         deadline = time.monotonic() + 60
-        while waiting_for_lock(holder) < 2:
+        while advisory_locks(holder, granted=False) < 2:
             assert time.monotonic() < deadline, "the two alembic runs never queued on the lock"
             assert all(run.poll() is None for run in runs), "an alembic run exited early"
             time.sleep(0.1)
@@ -60,3 +72,17 @@ def test_concurrent_upgrades_both_succeed_and_apply_history_once(
     )
     with engine.connect() as conn:
         assert current_revision(conn) == revision_steps()[-1].revision
+
+
+def test_callers_connection_is_neither_committed_nor_locked(engine: sa.Engine) -> None:
+    config = Config(str(ALEMBIC_INI))
+    with engine.connect() as callers:
+        config.attributes["connection"] = callers
+        command.upgrade(config, "head")
+        assert callers.in_transaction(), "env.py must leave the caller's transaction open"
+        with engine.connect() as other:
+            assert advisory_locks(other) == 0, "env.py locked on the caller's connection"
+            assert current_revision(other) is None, "env.py committed the caller's transaction"
+        callers.rollback()
+    with engine.connect() as conn:
+        assert snapshot_rows(conn) == {}, "the caller's rollback must undo the whole upgrade"
