@@ -13,7 +13,6 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 from alembic import command
-from sqlalchemy.engine import URL
 
 from tests.helpers import ALEMBIC_INI, config_for
 from tests.servers import PG15_BIN, PgServer, embedded_server, external_server, system_server
@@ -42,24 +41,17 @@ def pg_server(
 
 
 @pytest.fixture
-def db_url(pg_server: PgServer) -> Iterator[URL]:
+def engine(pg_server: PgServer) -> Iterator[sa.Engine]:
     """A new, empty database on the current server, dropped after the test."""
-    with pg_server.database() as url:
-        yield url
-
-
-@pytest.fixture
-def engine(db_url: URL) -> Iterator[sa.Engine]:
-    engine = sa.create_engine(db_url, poolclass=sa.NullPool)
-    yield engine
-    engine.dispose()
+    with pg_server.database() as engine:
+        yield engine
 
 
 @pytest.fixture(scope="session")
 def head_template(pg_server: PgServer) -> Iterator[str]:
     """A database migrated to head once per server, cloned by ``head_engine``."""
     url = pg_server.create_database()
-    engine = sa.create_engine(url, poolclass=sa.NullPool)
+    engine = pg_server.engine(url.database)
     command.upgrade(config_for(engine), "head")
     engine.dispose()
     yield url.database
@@ -67,16 +59,10 @@ def head_template(pg_server: PgServer) -> Iterator[str]:
 
 
 @pytest.fixture
-def head_url(pg_server: PgServer, head_template: str) -> Iterator[URL]:
-    with pg_server.database(template=head_template) as url:
-        yield url
-
-
-@pytest.fixture
-def head_engine(head_url: URL) -> Iterator[sa.Engine]:
-    engine = sa.create_engine(head_url, poolclass=sa.NullPool)
-    yield engine
-    engine.dispose()
+def head_engine(pg_server: PgServer, head_template: str) -> Iterator[sa.Engine]:
+    """A new database at head (a copy of ``head_template``), dropped after the test."""
+    with pg_server.database(template=head_template) as engine:
+        yield engine
 
 
 # pytest-alembic: its built-in tests (tests/test_migrations_builtin.py) use these.

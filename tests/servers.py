@@ -53,11 +53,14 @@ class PgServer:
         self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     @contextmanager
-    def database(self, template: str | None = None) -> Iterator[URL]:
+    def database(self, template: str | None = None) -> Iterator[sa.Engine]:
+        """A new database (a copy of ``template``, if given), dropped afterwards."""
         url = self.create_database(template)
+        engine = self.engine(url.database)
         try:
-            yield url
+            yield engine
         finally:
+            engine.dispose()
             self.drop_database(url.database)
 
     def _admin(self, sql: str) -> None:
