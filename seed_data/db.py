@@ -22,6 +22,8 @@ EMBEDDED_DATABASE = "bank_assistant"
 # SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg 3, which we do not install.
 _DRIVER = "postgresql+psycopg2"
 _ACCEPTED_SCHEMES = {"postgresql", "postgres", _DRIVER}
+# duplicate_database, or unique_violation when two CREATE DATABASE commands race.
+DATABASE_ALREADY_CREATED = {"42P04", "23505"}
 
 
 class DatabaseUrlError(ValueError):
@@ -108,7 +110,12 @@ def embedded_database_url(pgdata: Path = EMBEDDED_PGDATA) -> URL:
             {"name": EMBEDDED_DATABASE},
         )
         if not exists:
-            conn.exec_driver_sql(f'CREATE DATABASE "{EMBEDDED_DATABASE}"')
+            try:
+                conn.exec_driver_sql(f'CREATE DATABASE "{EMBEDDED_DATABASE}"')
+            except sa.exc.DBAPIError as error:
+                # Another process (a second deploy) created it between our check and now.
+                if getattr(error.orig, "pgcode", None) not in DATABASE_ALREADY_CREATED:
+                    raise
     engine.dispose()
     return admin_url.set(database=EMBEDDED_DATABASE)
 
