@@ -23,6 +23,7 @@ from tests.servers import PgServer
 
 STEPS = revision_steps()
 REVISION = {step.file_stem.split("_", 5)[-1]: step.revision for step in STEPS}
+CORE_SCHEMA = REVISION["create_core_schema"]
 LOOKUPS = REVISION["lookup_values"]
 CATALOGUE_2027 = REVISION["catalogue_update_for_2027"]
 
@@ -101,6 +102,17 @@ def test_downgrade_leaves_rows_users_added(head_engine: sa.Engine) -> None:
         assert user_rows(conn) == added, "a reference downgrade deleted or changed a user's row"
         assert conn.scalar(sa.text("SELECT count(*) FROM products")) == 1
         assert conn.scalar(sa.text("SELECT count(*) FROM faqs")) == 1
+
+    # On through the lookups: the user's own lookup values must outlive them too. (Their
+    # product uses the revision's 'savings' type, so it has to go first, or the guard stops us.)
+    with head_engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM products WHERE code = 'staff_saver'"))
+    command.downgrade(config_for(head_engine), CORE_SCHEMA)
+    with head_engine.connect() as conn:
+        rows = snapshot_rows(conn)
+    assert rows["account_statuses"] == added["account_statuses"]
+    assert rows["transaction_categories"] == added["transaction_categories"]
+    assert rows["account_types"] == rows["conversation_channels"] == rows["message_roles"] == []
 
 
 def test_downgrade_blocked_by_business_rows_changes_nothing(head_engine: sa.Engine) -> None:

@@ -21,39 +21,68 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
-# Raised with SQLSTATE RF001, which env.py turns into a one-paragraph CLI error.
+# Raised with SQLSTATE RF001, which env.py turns into a one-paragraph CLI error. It checks
+# every foreign key into ref_table (composite ones, and ones to columns other than the
+# key, included), counting each partitioned table once, and locks the rows first so that
+# no new reference can appear between the check and the delete.
 CREATE_GUARD = r"""
 CREATE FUNCTION refdata_assert_unreferenced(
     ref_table regclass, key_column text, VARIADIC keys text[]
 ) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     fk record;
+    query text;
     in_use bigint;
     used_keys text[];
     problems text[] := '{}';
 BEGIN
+    IF NOT EXISTS (
+        SELECT FROM pg_attribute
+        WHERE attrelid = ref_table AND attname = key_column AND attnum > 0 AND NOT attisdropped
+    ) THEN
+        RAISE EXCEPTION 'refdata_assert_unreferenced: % has no column %', ref_table, key_column;
+    END IF;
+
+    EXECUTE format('SELECT FROM %s WHERE %I::text = ANY($1) FOR UPDATE', ref_table, key_column)
+        USING keys;
+
     FOR fk IN
-        SELECT c.conrelid::regclass AS child_table, child.attname AS child_column
+        SELECT c.conrelid::regclass AS child_table,
+            count(*) AS column_count,
+            string_agg(format('%I', child.attname), ', ' ORDER BY k.position) AS child_columns,
+            string_agg(
+                format('child.%I = parent.%I', child.attname, parent.attname),
+                ' AND ' ORDER BY k.position
+            ) AS join_condition
         FROM pg_constraint AS c
-        JOIN pg_attribute AS parent
-            ON parent.attrelid = c.confrelid AND parent.attnum = c.confkey[1]
+        CROSS JOIN LATERAL unnest(c.conkey, c.confkey)
+            WITH ORDINALITY AS k (child_attnum, parent_attnum, position)
         JOIN pg_attribute AS child
-            ON child.attrelid = c.conrelid AND child.attnum = c.conkey[1]
-        WHERE c.contype = 'f'
-            AND c.confrelid = ref_table
-            AND cardinality(c.confkey) = 1
-            AND parent.attname = key_column
-        ORDER BY c.conrelid::regclass::text, child.attname
+            ON child.attrelid = c.conrelid AND child.attnum = k.child_attnum
+        JOIN pg_attribute AS parent
+            ON parent.attrelid = c.confrelid AND parent.attnum = k.parent_attnum
+        WHERE c.contype = 'f' AND c.confrelid = ref_table AND c.conparentid = 0
+        GROUP BY c.oid, c.conrelid
+        ORDER BY c.conrelid::regclass::text, child_columns
     LOOP
-        EXECUTE format(
-            'SELECT count(*), array_agg(DISTINCT %1$I::text ORDER BY %1$I::text)'
-            ' FROM %2$s WHERE %1$I::text = ANY($1)',
-            fk.child_column, fk.child_table
-        ) INTO in_use, used_keys USING keys;
+        query := format(
+            'SELECT count(*), array_agg(DISTINCT parent.%1$I::text ORDER BY parent.%1$I::text)'
+            ' FROM %2$s AS child JOIN %3$s AS parent ON %4$s'
+            ' WHERE parent.%1$I::text = ANY($1)',
+            key_column, fk.child_table, ref_table, fk.join_condition
+        );
+        IF fk.child_table = ref_table THEN
+            -- A row that refers to another row deleted with it is no obstacle.
+            query := query || format(' AND NOT child.%I::text = ANY($1)', key_column);
+        END IF;
+        EXECUTE query INTO in_use, used_keys USING keys;
         IF in_use > 0 THEN
             problems := problems || format(
-                '%s row(s) in %s.%s reference %s',
-                in_use, fk.child_table, fk.child_column, array_to_string(used_keys, ', ')
+                CASE WHEN fk.column_count = 1
+                    THEN '%s row(s) in %s.%s reference %s'
+                    ELSE '%s row(s) in %s (%s) reference %s'
+                END,
+                in_use, fk.child_table, fk.child_columns, array_to_string(used_keys, ', ')
             );
         END IF;
     END LOOP;

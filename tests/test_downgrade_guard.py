@@ -1,0 +1,88 @@
+"""refdata_assert_unreferenced(): the check every reference-data downgrade makes first.
+
+The shipped schema only has single-column foreign keys to natural keys; these tests add
+the shapes a future revision might bring, so the guard cannot quietly miss them.
+"""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+
+def guard(conn: sa.Connection, table: str, column: str, *keys: str) -> None:
+    conn.execute(sa.select(sa.func.refdata_assert_unreferenced(table, column, *keys)))
+
+
+def blocked_message(engine: sa.Engine, table: str, column: str, *keys: str) -> str:
+    with engine.connect() as conn, pytest.raises(sa.exc.DBAPIError) as raised:
+        guard(conn, table, column, *keys)
+    assert raised.value.orig.pgcode == "RF001", f"unexpected error: {raised.value}"
+    return raised.value.orig.diag.message_primary
+
+
+def test_guard_passes_rows_nobody_uses(head_engine: sa.Engine) -> None:
+    with head_engine.connect() as conn:
+        guard(conn, "products", "code", "personal_loan", "tracker_mortgage")
+
+
+def test_guard_counts_each_referencing_table(head_engine: sa.Engine) -> None:
+    with head_engine.begin() as conn:
+        conn.execute(
+            sa.text("""
+                INSERT INTO customers (customer_id, first_name, last_name, email, phone,
+                                       date_of_birth, password_hash)
+                VALUES ('CUST-000003', 'Li', 'Wong', 'li@example.co.uk', '07700 900003',
+                        '1970-07-07', 'x');
+                INSERT INTO accounts (account_number, customer_id, product_code,
+                                      account_type_code, status_code)
+                SELECT '40000001', id, 'personal_loan', 'personal_loan', 'frozen' FROM customers;
+            """)
+        )
+    message = blocked_message(head_engine, "account_types", "code", "personal_loan", "savings")
+    assert message == (
+        "cannot downgrade: this revision would delete account_types rows that are still in use"
+        " (1 row(s) in accounts.account_type_code reference personal_loan;"
+        " 3 row(s) in products.account_type_code reference personal_loan, savings)"
+    )
+
+
+def test_guard_sees_composite_and_non_key_foreign_keys(head_engine: sa.Engine) -> None:
+    with head_engine.begin() as conn:
+        conn.execute(
+            sa.text("""
+                ALTER TABLE products ADD UNIQUE (code, account_type_code);
+                CREATE TABLE offers (
+                    product_code text, account_type_code text,
+                    FOREIGN KEY (product_code, account_type_code)
+                        REFERENCES products (code, account_type_code) ON DELETE CASCADE
+                );
+                CREATE TABLE promotions (
+                    product_name text REFERENCES products (name) ON DELETE CASCADE
+                );
+                INSERT INTO offers VALUES ('personal_loan', 'personal_loan');
+                INSERT INTO promotions VALUES ('Lifetime Tracker Mortgage');
+            """)
+        )
+    message = blocked_message(head_engine, "products", "code", "personal_loan", "tracker_mortgage")
+    assert "1 row(s) in offers (product_code, account_type_code) reference personal_loan" in message
+    assert "1 row(s) in promotions.product_name reference tracker_mortgage" in message
+
+
+def test_guard_ignores_self_references_deleted_together(head_engine: sa.Engine) -> None:
+    with head_engine.begin() as conn:
+        conn.execute(
+            sa.text("""
+                ALTER TABLE faqs ADD COLUMN see_also varchar(80) REFERENCES faqs (slug);
+                UPDATE faqs SET see_also = 'contacting-us' WHERE slug = 'mobile-app';
+            """)
+        )
+    with head_engine.connect() as conn:
+        guard(conn, "faqs", "slug", "contacting-us", "mobile-app")
+    message = blocked_message(head_engine, "faqs", "slug", "contacting-us")
+    assert "1 row(s) in faqs.see_also reference contacting-us" in message
+
+
+def test_guard_refuses_a_column_the_table_does_not_have(head_engine: sa.Engine) -> None:
+    with head_engine.connect() as conn, pytest.raises(sa.exc.DBAPIError, match="has no column"):
+        guard(conn, "products", "Code", "personal_loan")
