@@ -97,8 +97,14 @@ def run_migrations_online() -> None:
         run_migrations(given)
         return
 
+    if given is not None and not isinstance(given, Engine):
+        # Silently migrating DATABASE_URL instead of what the caller meant would be worse.
+        raise CommandError(
+            f"config.attributes['connection'] must be a SQLAlchemy Connection or Engine,"
+            f" not {type(given).__name__}"
+        )
     try:
-        engine = given if isinstance(given, Engine) else create_engine(poolclass=NullPool)
+        engine = given or create_engine(poolclass=NullPool)
     except DatabaseUrlError as error:
         raise CommandError(str(error)) from None
     try:

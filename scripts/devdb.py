@@ -19,8 +19,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from seed_data.db import (
     DatabaseUrlError,
+    configured_url,
     database_url,
     embedded_bin_dir,
+    libpq_connection,
     libpq_url,
     redact,
     stop_embedded_server,
@@ -41,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(psql_args)}")
 
     if args.command == "stop":
-        if os.environ.get("DATABASE_URL"):
+        if configured_url():
             print("DATABASE_URL is set: there is no embedded server to stop.")
         elif stop_embedded_server():
             print("Stopped the embedded PostgreSQL server.")
@@ -64,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     if not psql.exists():
         psql = Path(shutil.which("psql") or "psql")
     print(f"Connecting to {redact(url)}", file=sys.stderr, flush=True)
-    os.execv(psql, [str(psql), libpq_url(url), *psql_args])
+    target, env = libpq_connection(url)
+    os.execve(psql, [str(psql), target, *psql_args], env)
     return 0  # not reached: execv replaces this process
 
 

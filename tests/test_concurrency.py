@@ -9,6 +9,7 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.util import CommandError
 
 from seed_data.db import REPO_ROOT
 from tests.helpers import (
@@ -41,29 +42,37 @@ def advisory_locks(conn: sa.Connection, *, granted: bool | None = None) -> int:
 def test_concurrent_upgrades_both_succeed_and_apply_history_once(
     pg_server: PgServer, engine: sa.Engine
 ) -> None:
-    with engine.connect() as holder:
-        # Hold the lock ourselves so both runs are provably queued before either starts.
-        holder.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
-        runs = [
-            subprocess.Popen(
-                [str(ALEMBIC_BIN), "upgrade", "head"],
-                env=alembic_env(engine.url),
-                cwd=REPO_ROOT,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            for _ in range(2)
-        ]
-        deadline = time.monotonic() + 60
-        while advisory_locks(holder, granted=False) < 2:
-            assert time.monotonic() < deadline, "the two alembic runs never queued on the lock"
-            assert all(run.poll() is None for run in runs), "an alembic run exited early"
-            time.sleep(0.1)
-        holder.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK_KEY})
-        holder.commit()
+    runs: list[subprocess.Popen[str]] = []
+    try:
+        with engine.connect() as holder:
+            # Hold the lock ourselves so both runs are provably queued before either starts.
+            holder.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
+            runs = [
+                subprocess.Popen(
+                    [str(ALEMBIC_BIN), "upgrade", "head"],
+                    env=alembic_env(engine.url),
+                    cwd=REPO_ROOT,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+                for _ in range(2)
+            ]
+            deadline = time.monotonic() + 60
+            while advisory_locks(holder, granted=False) < 2:
+                assert time.monotonic() < deadline, "the two alembic runs never queued on the lock"
+                assert all(run.poll() is None for run in runs), "an alembic run exited early"
+                time.sleep(0.1)
+            holder.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK_KEY})
+            holder.commit()
 
-    outputs = [run.communicate(timeout=120) for run in runs]
+        outputs = [run.communicate(timeout=120) for run in runs]
+    finally:
+        # A failed assertion must not leave alembic running against a database being dropped.
+        for run in runs:
+            if run.poll() is None:
+                run.kill()
+                run.wait()
     for run, (_, stderr) in zip(runs, outputs, strict=True):
         assert run.returncode == 0, f"a concurrent `alembic upgrade head` failed:\n{stderr}"
     applied = [stderr.count("Running upgrade") for _, stderr in outputs]
@@ -86,3 +95,10 @@ def test_callers_connection_is_neither_committed_nor_locked(engine: sa.Engine) -
         callers.rollback()
     with engine.connect() as conn:
         assert snapshot_rows(conn) == {}, "the caller's rollback must undo the whole upgrade"
+
+
+def test_an_unknown_connection_object_is_refused_not_ignored() -> None:
+    config = Config(str(ALEMBIC_INI))
+    config.attributes["connection"] = "postgresql://somewhere/else"
+    with pytest.raises(CommandError, match="must be a SQLAlchemy Connection or Engine"):
+        command.upgrade(config, "head")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from seed_data.db import DatabaseUrlError, normalise_url, redact
+from seed_data.db import DatabaseUrlError, libpq_connection, normalise_url, redact
 from tests.helpers import run_alembic
 
 
@@ -23,7 +23,13 @@ def test_postgres_urls_are_pinned_to_psycopg2(raw: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "raw", ["mysql://app:pw@db/bank", "postgresql+asyncpg://app:pw@db/bank", "not a url"]
+    "raw",
+    [
+        "mysql://app:pw@db/bank",
+        "postgresql+asyncpg://app:pw@db/bank",
+        "postgresql://app:pw@db:port/bank",
+        "not a url",
+    ],
 )
 def test_other_urls_are_refused_without_echoing_them(raw: str) -> None:
     with pytest.raises(DatabaseUrlError) as raised:
@@ -35,6 +41,12 @@ def test_redact_hides_the_password() -> None:
     shown = "postgresql://app:***@db:5432/bank"
     assert redact("postgresql://app:s3cr3t@db:5432/bank") == shown
     assert redact(normalise_url("postgres://app:s3cr3t@db:5432/bank")) == shown
+
+
+def test_psql_gets_the_password_in_its_environment_not_its_arguments() -> None:
+    target, env = libpq_connection(normalise_url("postgresql://app:s3cr3t@db:5432/bank"))
+    assert target == "postgresql://app@db:5432/bank"
+    assert env["PGPASSWORD"] == "s3cr3t"
 
 
 @pytest.mark.slow

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 
-from seed_data.db import libpq_url
+from seed_data.db import libpq_connection
 from tests.helpers import config_for, run_alembic, schema_fingerprint, snapshot_rows
 from tests.servers import PgServer
 
@@ -32,6 +31,7 @@ def offline_scripts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
 
 
 def apply_with_psql(pg_server: PgServer, engine: sa.Engine, script: Path) -> None:
+    target, env = libpq_connection(engine.url)
     result = subprocess.run(
         [
             str(pg_server.bin_dir / "psql"),
@@ -41,11 +41,11 @@ def apply_with_psql(pg_server: PgServer, engine: sa.Engine, script: Path) -> Non
             "ON_ERROR_STOP=1",
             "-f",
             str(script),
-            libpq_url(engine.url),
+            target,
         ],
         capture_output=True,
         text=True,
-        env={**os.environ, "PGCLIENTENCODING": "UTF8"},
+        env={**env, "PGCLIENTENCODING": "UTF8"},
         check=False,
     )
     assert result.returncode == 0, f"psql -f {script.name} failed:\n{result.stderr}"
