@@ -120,3 +120,30 @@ def run_alembic(
         check=False,
         timeout=timeout,
     )
+
+
+def insert_customer(conn: sa.Connection, customer_id: str) -> int:
+    """Insert a customer (only the external id matters to these tests); return its id."""
+    return conn.scalar(
+        sa.text("""
+            INSERT INTO customers (customer_id, first_name, last_name, email, phone,
+                                   date_of_birth, password_hash)
+            VALUES (:customer_id, 'Ada', 'Jones', lower(:customer_id) || '@example.co.uk',
+                    '07700 900000', '1985-04-12', 'x')
+            RETURNING id
+        """),
+        {"customer_id": customer_id},
+    )
+
+
+def insert_account(
+    conn: sa.Connection, customer: int, number: str, product: str, account_type: str
+) -> None:
+    conn.execute(
+        sa.text("""
+            INSERT INTO accounts (account_number, customer_id, product_code, account_type_code,
+                                  status_code)
+            VALUES (:number, :customer, :product, :account_type, 'active')
+        """),
+        {"number": number, "customer": customer, "product": product, "account_type": account_type},
+    )

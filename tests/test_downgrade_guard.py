@@ -9,6 +9,8 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
+from tests.helpers import insert_account, insert_customer
+
 
 def guard(conn: sa.Connection, table: str, column: str, *keys: str) -> None:
     conn.execute(sa.select(sa.func.refdata_assert_unreferenced(table, column, *keys)))
@@ -28,17 +30,8 @@ def test_guard_passes_rows_nobody_uses(head_engine: sa.Engine) -> None:
 
 def test_guard_counts_each_referencing_table(head_engine: sa.Engine) -> None:
     with head_engine.begin() as conn:
-        conn.execute(
-            sa.text("""
-                INSERT INTO customers (customer_id, first_name, last_name, email, phone,
-                                       date_of_birth, password_hash)
-                VALUES ('CUST-000003', 'Li', 'Wong', 'li@example.co.uk', '07700 900003',
-                        '1970-07-07', 'x');
-                INSERT INTO accounts (account_number, customer_id, product_code,
-                                      account_type_code, status_code)
-                SELECT '40000001', id, 'personal_loan', 'personal_loan', 'frozen' FROM customers;
-            """)
-        )
+        customer = insert_customer(conn, "CUST-000003")
+        insert_account(conn, customer, "40000001", "personal_loan", "personal_loan")
     message = blocked_message(head_engine, "account_types", "code", "personal_loan", "savings")
     assert message == (
         "cannot downgrade: this revision would delete account_types rows that are still in use"

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 from seed_data.enums import LOOKUP_ENUMS
 from seed_data.models import REFERENCE_TABLES
+from tests.helpers import insert_customer
 
 
 @pytest.mark.parametrize("table", sorted(LOOKUP_ENUMS))
@@ -56,14 +57,10 @@ def test_catalogue_update_changed_exactly_what_it_says(head_engine: sa.Engine) -
 
 def test_business_rows_get_ids_and_timestamps_from_the_database(head_engine: sa.Engine) -> None:
     with head_engine.begin() as conn:
+        customer_pk = insert_customer(conn, "CUST-000009")
         customer = conn.execute(
-            sa.text("""
-                INSERT INTO customers (customer_id, first_name, last_name, email, phone,
-                                       date_of_birth, password_hash)
-                VALUES ('CUST-000009', 'Olu', 'Adeyemi', 'olu@example.co.uk', '0161 496 0000',
-                        '1979-09-09', 'x')
-                RETURNING id, created_at, is_vip
-            """)
+            sa.text("SELECT id, created_at, is_vip FROM customers WHERE id = :id"),
+            {"id": customer_pk},
         ).one()
     assert customer.id >= 1
     assert customer.created_at.tzinfo is not None, "timestamps must be timezone-aware"

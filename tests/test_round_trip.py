@@ -14,6 +14,8 @@ from tests.helpers import (
     Step,
     config_for,
     current_revision,
+    insert_account,
+    insert_customer,
     revision_steps,
     run_alembic,
     schema_fingerprint,
@@ -119,21 +121,9 @@ def test_downgrade_blocked_by_business_rows_changes_nothing(head_engine: sa.Engi
     config = config_for(head_engine)
     command.downgrade(config, CATALOGUE_2027)
     with head_engine.begin() as conn:
-        conn.execute(
-            sa.text("""
-                WITH c AS (
-                    INSERT INTO customers (customer_id, first_name, last_name, email, phone,
-                                           date_of_birth, password_hash)
-                    VALUES ('CUST-000001', 'Ada', 'Jones', 'ada@example.co.uk',
-                            '+44 20 7946 0000', '1985-04-12', 'x')
-                    RETURNING id
-                )
-                INSERT INTO accounts (account_number, customer_id, product_code,
-                                      account_type_code, status_code)
-                SELECT n, c.id, 'easy_access_cash_isa', 'cash_isa', 'active'
-                FROM c, (VALUES ('12345678'), ('12345679')) AS numbers (n)
-            """)
-        )
+        customer = insert_customer(conn, "CUST-000001")
+        for number in ("12345678", "12345679"):
+            insert_account(conn, customer, number, "easy_access_cash_isa", "cash_isa")
     with head_engine.connect() as conn:
         rows_before, schema_before = snapshot_rows(conn), schema_fingerprint(conn)
 
@@ -155,15 +145,13 @@ def test_blocked_downgrade_cli_says_why_without_a_traceback(
     pg_server: PgServer, head_engine: sa.Engine
 ) -> None:
     with head_engine.begin() as conn:
+        customer = insert_customer(conn, "CUST-000002")
         conn.execute(
-            sa.text("""
-                INSERT INTO customers (customer_id, first_name, last_name, email, phone,
-                                       date_of_birth, password_hash)
-                VALUES ('CUST-000002', 'Sam', 'Patel', 'sam@example.co.uk', '07700 900123',
-                        '1990-01-30', 'x');
-                INSERT INTO conversations (customer_id, channel_code, intent)
-                SELECT id, 'phone', 'card_lost' FROM customers;
-            """)
+            sa.text(
+                "INSERT INTO conversations (customer_id, channel_code, intent)"
+                " VALUES (:customer, 'phone', 'card_lost')"
+            ),
+            {"customer": customer},
         )
     result = run_alembic("downgrade", "base", url=head_engine.url)
     assert result.returncode != 0
