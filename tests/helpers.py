@@ -69,13 +69,18 @@ SCHEMA_QUERIES = {
     "columns": """
         SELECT table_name || '.' || column_name || ' ' || data_type || ' null=' || is_nullable
             || ' default=' || coalesce(column_default, '-')
-        FROM information_schema.columns WHERE table_schema = 'public'
+        FROM information_schema.columns
+        WHERE table_schema = 'public' AND table_name <> 'alembic_version'
     """,
     "constraints": """
         SELECT conrelid::regclass::text || ' ' || conname || ' ' || pg_get_constraintdef(oid)
-        FROM pg_constraint WHERE connamespace = 'public'::regnamespace
+        FROM pg_constraint
+        WHERE connamespace = 'public'::regnamespace AND conrelid::regclass::text <> 'alembic_version'
     """,
-    "indexes": "SELECT indexdef FROM pg_indexes WHERE schemaname = 'public'",
+    "indexes": """
+        SELECT indexdef FROM pg_indexes
+        WHERE schemaname = 'public' AND tablename <> 'alembic_version'
+    """,
     "functions": """
         SELECT p.oid::regprocedure::text || ' ' || md5(p.prosrc)
         FROM pg_proc AS p WHERE p.pronamespace = 'public'::regnamespace
@@ -84,7 +89,11 @@ SCHEMA_QUERIES = {
 
 
 def schema_fingerprint(conn: sa.Connection) -> dict[str, list[str]]:
-    """Tables, columns, constraints, indexes and functions of the public schema, sorted."""
+    """Tables, columns, constraints, indexes and functions of the public schema, sorted.
+
+    alembic_version is left out: it is alembic's bookkeeping, created on the first run and
+    kept (empty) after a downgrade to base; its rows are in :func:`snapshot_rows`.
+    """
     return {
         kind: sorted(conn.scalars(sa.text(query)).all()) for kind, query in SCHEMA_QUERIES.items()
     }

@@ -1,7 +1,8 @@
 """pytest-alembic's own checks, run against every server.
 
-single head, upgrade base→head, models match the migrated DDL, and every downgrade
-brings the schema back (schema only; tests/test_round_trip.py compares rows).
+single head, upgrade base→head, models match the migrated DDL, every downgrade runs, and
+(experimental) every downgrade leaves no schema trace. These compare schema only;
+tests/test_round_trip.py compares rows.
 """
 
 from pytest_alembic.tests import (
@@ -10,8 +11,10 @@ from pytest_alembic.tests import (
     test_up_down_consistency,
     test_upgrade,
 )
+from pytest_alembic.tests.experimental import test_downgrade_leaves_no_trace
 
 __all__ = [
+    "test_downgrade_leaves_no_trace",
     "test_model_definitions_match_ddl",
     "test_single_head_revision",
     "test_up_down_consistency",

@@ -40,7 +40,7 @@ def test_revision_round_trips_rows(step: Step, engine: sa.Engine) -> None:
     if step.down_revision != "base":
         command.upgrade(config, step.down_revision)
     with engine.connect() as conn:
-        before = snapshot_rows(conn)
+        before, schema_before = snapshot_rows(conn), schema_fingerprint(conn)
 
     command.upgrade(config, step.revision)
     with engine.connect() as conn:
@@ -48,7 +48,11 @@ def test_revision_round_trips_rows(step: Step, engine: sa.Engine) -> None:
 
     command.downgrade(config, step.down_revision)
     with engine.connect() as conn:
-        after_downgrade = snapshot_rows(conn)
+        after_downgrade, schema_after_downgrade = snapshot_rows(conn), schema_fingerprint(conn)
+    assert schema_after_downgrade == schema_before, (
+        f"downgrading {step.file_stem} left the schema different (tables, columns, constraints,"
+        " indexes or functions): its downgrade() must drop everything its upgrade() created."
+    )
     assert after_downgrade == before, (
         f"downgrading {step.file_stem} changed rows in {differing_tables(before, after_downgrade)}:"
         " its downgrade() must delete exactly the rows upgrade() inserted and restore every"
