@@ -21,7 +21,13 @@ from alembic.util import CommandError
 from sqlalchemy import Connection, exc, text
 from sqlalchemy.pool import NullPool
 
-from seed_data.db import DatabaseUrlError, create_engine, redact
+from seed_data.db import (
+    MIGRATION_LOCK_KEY,
+    REFERENCE_ROW_IN_USE,
+    DatabaseUrlError,
+    create_engine,
+    redact,
+)
 from seed_data.models import Base
 
 config = context.config
@@ -33,10 +39,6 @@ if config.config_file_name is not None and not config.attributes.get("skip_loggi
 
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
-# Any fixed 64-bit number works, as long as every deployer of this schema uses the same one.
-MIGRATION_LOCK_KEY = 7_240_101_118_530_129_153
-# SQLSTATE raised by refdata_assert_unreferenced(), created in the core-schema revision.
-REFERENCE_ROW_IN_USE = "RF001"
 
 COMMON_OPTIONS = {
     "target_metadata": target_metadata,

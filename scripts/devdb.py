@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Connecting to {redact(url)}", file=sys.stderr, flush=True)
     target, env = libpq_connection(url)
     os.execve(psql, [str(psql), target, *psql_args], env)
-    return 0  # not reached: execv replaces this process
+    return 0  # not reached: execve replaces this process
 
 
 if __name__ == "__main__":

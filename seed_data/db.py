@@ -22,6 +22,11 @@ EMBEDDED_DATABASE = "bank_assistant"
 # SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg 3, which we do not install.
 _DRIVER = "postgresql+psycopg2"
 _ACCEPTED_SCHEMES = {"postgresql", "postgres", _DRIVER}
+# The advisory lock alembic/env.py holds while migrating. Any fixed 64-bit number works, as
+# long as every deployer of this schema uses the same one.
+MIGRATION_LOCK_KEY = 7_240_101_118_530_129_153
+# SQLSTATE raised by refdata_assert_unreferenced() (frozen in the core-schema revision).
+REFERENCE_ROW_IN_USE = "RF001"
 # duplicate_database, or unique_violation when two CREATE DATABASE commands race.
 DATABASE_ALREADY_CREATED = {"42P04", "23505"}
 

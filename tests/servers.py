@@ -64,19 +64,19 @@ class PgServer:
             engine.dispose()
             self.drop_database(url.database)
 
-    def _admin(self, sql: str) -> None:
+    def _admin(self, *statements: str) -> None:
+        """Run statements outside a transaction (CREATE DATABASE, ALTER SYSTEM need that)."""
         engine = self.engine(isolation_level="AUTOCOMMIT")
         with engine.connect() as conn:
-            conn.exec_driver_sql(sql)
+            for sql in statements:
+                conn.exec_driver_sql(sql)
         engine.dispose()
 
     def tune_for_tests(self) -> None:
-        engine = self.engine(isolation_level="AUTOCOMMIT")
-        with engine.connect() as conn:
-            for name, value in FAST_SETTINGS.items():
-                conn.exec_driver_sql(f"ALTER SYSTEM SET {name} = '{value}'")
-            conn.exec_driver_sql("SELECT pg_reload_conf()")
-        engine.dispose()
+        self._admin(
+            *(f"ALTER SYSTEM SET {name} = '{value}'" for name, value in FAST_SETTINGS.items()),
+            "SELECT pg_reload_conf()",
+        )
 
 
 @contextmanager

@@ -11,7 +11,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.util import CommandError
 
-from seed_data.db import REPO_ROOT
+from seed_data.db import MIGRATION_LOCK_KEY, REPO_ROOT
 from tests.helpers import (
     ALEMBIC_BIN,
     ALEMBIC_INI,
@@ -21,9 +21,6 @@ from tests.helpers import (
     snapshot_rows,
 )
 from tests.servers import PgServer
-
-# The same key as alembic/env.py's MIGRATION_LOCK_KEY.
-MIGRATION_LOCK_KEY = 7_240_101_118_530_129_153
 
 
 def advisory_locks(conn: sa.Connection, *, granted: bool | None = None) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
+from seed_data.db import REFERENCE_ROW_IN_USE
 from tests.helpers import insert_account, insert_customer
 
 
@@ -19,7 +20,7 @@ def guard(conn: sa.Connection, table: str, column: str, *keys: str) -> None:
 def blocked_message(engine: sa.Engine, table: str, column: str, *keys: str) -> str:
     with engine.connect() as conn, pytest.raises(sa.exc.DBAPIError) as raised:
         guard(conn, table, column, *keys)
-    assert raised.value.orig.pgcode == "RF001", f"unexpected error: {raised.value}"
+    assert raised.value.orig.pgcode == REFERENCE_ROW_IN_USE, f"unexpected error: {raised.value}"
     return raised.value.orig.diag.message_primary
 
 
