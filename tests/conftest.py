@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from alembic import command
 
 from seed_data.db import configured_url
+from tests.fixtures_support import Loader
 from tests.helpers import ALEMBIC_INI, config_for
 from tests.servers import PG15_BIN, PgServer, embedded_server, external_server, system_server
 
@@ -77,3 +79,11 @@ def alembic_engine(engine: sa.Engine) -> sa.Engine:
 @pytest.fixture
 def alembic_config() -> dict[str, str]:
     return {"file": str(ALEMBIC_INI)}
+
+
+@pytest.fixture
+def load_fixtures(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> Loader:
+    """``scripts/load_fixtures.py`` in-process: ``load_fixtures(engine, "--customers", "5")``."""
+    return Loader(monkeypatch, capsys, tmp_path)

@@ -1,0 +1,304 @@
+"""The fixtures command against real databases: contents, reruns, failures, refusals."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import command
+
+from seed_data.fixtures.generate import DEMO_ID_BASE, demo_id, first_account_number
+from seed_data.models import REFERENCE_TABLES
+from tests.fixtures_support import Loader, business_rows, partial_customers, table_counts
+from tests.helpers import config_for, insert_account, insert_customer, revision_steps, snapshot_rows
+from tests.servers import PgServer
+
+
+def test_same_seed_gives_identical_rows_in_two_databases(
+    pg_server: PgServer, head_template: str, load_fixtures: Loader
+) -> None:
+    contents = []
+    for seed in ("7", "7", "8"):
+        with pg_server.database(template=head_template) as engine:
+            assert load_fixtures(engine, "--customers", "40", "--seed", seed, "-q").code == 0
+            with engine.connect() as conn:
+                contents.append(business_rows(conn))
+    assert contents[0] == contents[1], "the same --seed must give the same rows, ids included"
+    assert contents[0] != contents[2], "a different --seed must give different rows"
+
+
+def test_counts_are_exact_and_the_json_report_matches_the_database(
+    head_engine: sa.Engine, load_fixtures: Loader
+) -> None:
+    result = load_fixtures(head_engine, "--customers", "30", "-q")
+
+    assert result.code == 0, result.err
+    with head_engine.connect() as conn:
+        counted = table_counts(conn)
+    assert counted["customers"] == 30
+    assert counted["accounts"] == 15 * 2 + 15 * 3, "odd customers have 2 accounts, even ones 3"
+    assert counted["conversations"] == 30
+    assert counted["messages"] == 60
+    assert 75 * 10 <= counted["transactions"] <= 75 * 20
+    report = result.report
+    assert report is not None
+    assert {e["entity"]: e["actual"] for e in report["entities"]} == counted
+    assert {e["entity"]: e["expected"] for e in report["entities"]} == counted
+    assert all(e["variance"] == 0 for e in report["entities"])
+    assert report["verdict"] == "PASSED"
+    assert report["success_rate"] == 1.0
+    assert report["rows_written"] == sum(counted.values())
+    assert report["skipped_customers"] == []
+    assert report["database"].startswith("postgresql://")
+    assert "PASSED: every expected row is in the database" in result.out
+
+
+def test_rerun_adds_nothing_and_a_larger_rerun_adds_only_the_missing(
+    pg_server: PgServer, head_template: str, load_fixtures: Loader
+) -> None:
+    with pg_server.database(template=head_template) as engine:
+        load_fixtures(engine, "--customers", "20", "-q")
+        with engine.connect() as conn:
+            first = business_rows(conn)
+        again = load_fixtures(engine, "--customers", "20", "-q")
+        with engine.connect() as conn:
+            assert business_rows(conn) == first, "a rerun must not add or change anything"
+        assert again.code == 0
+        assert again.report["rows_written"] == 0
+        assert again.report["customers_already_present"] == 20
+
+        assert load_fixtures(engine, "--customers", "35", "-q").code == 0
+        with engine.connect() as conn:
+            grown = business_rows(conn)
+    with pg_server.database(template=head_template) as engine:
+        load_fixtures(engine, "--customers", "35", "-q")
+        with engine.connect() as conn:
+            assert grown == business_rows(conn), "20 then 35 must equal 35 in one go"
+
+
+def test_clear_removes_demo_rows_only(head_engine: sa.Engine, load_fixtures: Loader) -> None:
+    with head_engine.begin() as conn:
+        app_customer = insert_customer(conn, "APP-0001")
+        insert_account(
+            conn, app_customer, "12-34-56 00000001", "everyday_current", "current_account"
+        )
+    load_fixtures(head_engine, "--customers", "12", "-q")
+    with head_engine.connect() as conn:
+        reference_before = {t: r for t, r in snapshot_rows(conn).items() if t in REFERENCE_TABLES}
+
+    result = load_fixtures(head_engine, "--clear")
+
+    assert result.code == 0, result.err
+    assert "Cleared demo data: 24 messages, 12 conversations" in result.out
+    with head_engine.connect() as conn:
+        reference_after = {t: r for t, r in snapshot_rows(conn).items() if t in REFERENCE_TABLES}
+        counts = table_counts(conn)
+        remaining = conn.scalar(sa.text("SELECT customer_id FROM customers"))
+    assert reference_after == reference_before, "--clear must never touch reference tables"
+    assert counts == {
+        "customers": 1,
+        "accounts": 1,
+        "transactions": 0,
+        "conversations": 0,
+        "messages": 0,
+    }, "only the app's own customer and account may remain"
+    assert remaining == "APP-0001"
+
+
+def test_clear_with_customers_clears_then_loads(
+    head_engine: sa.Engine, load_fixtures: Loader
+) -> None:
+    load_fixtures(head_engine, "--customers", "15", "--seed", "1", "-q")
+    result = load_fixtures(head_engine, "--clear", "--customers", "6", "--seed", "2", "-q")
+    assert result.code == 0, result.err
+    with head_engine.connect() as conn:
+        assert table_counts(conn)["customers"] == 6
+
+
+def test_app_inserts_still_work_after_a_load(head_engine: sa.Engine, load_fixtures: Loader) -> None:
+    load_fixtures(head_engine, "--customers", "10", "-q")
+    with head_engine.begin() as conn:
+        new_id = insert_customer(conn, "APP-0002")
+        insert_account(conn, new_id, "12-34-56 00000002", "everyday_current", "current_account")
+    assert new_id < DEMO_ID_BASE, "the app's ids come from the sequence, below the demo block"
+
+
+REJECT = """
+CREATE FUNCTION reject_row() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'rejected by test trigger (table %)', TG_TABLE_NAME; END $$;
+"""
+
+
+def _reject_transactions_of(customers: list[int]) -> str:
+    """A trigger that fails midway through those customers' rows, after their accounts."""
+    accounts = sorted(demo_id(first_account_number(c) + 1) for c in customers)  # 2nd account
+    return REJECT + (
+        "CREATE TRIGGER reject BEFORE INSERT ON transactions FOR EACH ROW "
+        f"WHEN (NEW.account_id IN ({', '.join(map(str, accounts))})) "
+        "EXECUTE FUNCTION reject_row();"
+    )
+
+
+def _reject_at_commit(customers: list[int]) -> str:
+    """A deferred trigger: its error names no COPY line, so the loader must halve."""
+    return REJECT + (
+        "CREATE CONSTRAINT TRIGGER reject AFTER INSERT ON customers "
+        "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW "
+        f"WHEN (NEW.id IN ({', '.join(str(demo_id(c)) for c in customers)})) "
+        "EXECUTE FUNCTION reject_row();"
+    )
+
+
+def _install(engine: sa.Engine, ddl: str) -> None:
+    raw = engine.raw_connection()
+    with raw.cursor() as cursor:
+        cursor.execute(ddl)
+    raw.commit()
+    raw.close()
+
+
+def test_rejected_customers_are_skipped_whole_and_the_rest_land(
+    head_engine: sa.Engine, load_fixtures: Loader
+) -> None:
+    rejected = [3, 17, 18]
+    _install(head_engine, _reject_transactions_of(rejected))
+
+    result = load_fixtures(head_engine, "--customers", "80", "--batch-size", "25")
+
+    with head_engine.connect() as conn:
+        ids = set(conn.scalars(sa.text("SELECT id FROM customers")))
+        assert partial_customers(conn) == [], "a customer must land whole or not at all"
+        counts = table_counts(conn)
+    assert ids == {demo_id(n) for n in range(1, 81) if n not in rejected}
+    report = result.report
+    assert [s["customer_id"] for s in report["skipped_customers"]] == [
+        "DEMO-00000003",
+        "DEMO-00000017",
+        "DEMO-00000018",
+    ]
+    assert all("rejected by test trigger" in s["reason"] for s in report["skipped_customers"])
+    assert all(len(s["reason"]) <= 200 for s in report["skipped_customers"])
+    variance = {e["entity"]: e["variance"] for e in report["entities"]}
+    assert variance["customers"] == -3
+    assert variance["accounts"] == -(2 + 2 + 3)
+    assert variance["messages"] == -6
+    assert {e["entity"]: e["actual"] for e in report["entities"]} == counts
+    # 3 of 80 customers is about 96% of the rows: WARNING, exit 0 unless --strict.
+    assert report["verdict"] == "WARNING"
+    assert result.code == 0
+    assert "skipped DEMO-00000017: rejected by test trigger" in result.out
+    assert "loaded 80/80 customers" in result.out, "plain progress lines when not a terminal"
+    assert "expected row(s) are missing" in result.out
+    assert "every expected row" not in result.out
+
+
+def test_failures_without_a_copy_line_are_isolated_by_halving(
+    head_engine: sa.Engine, load_fixtures: Loader
+) -> None:
+    _install(head_engine, _reject_at_commit([5, 6, 40]))
+
+    result = load_fixtures(head_engine, "--customers", "80", "--batch-size", "16", "-q", "--strict")
+
+    with head_engine.connect() as conn:
+        ids = set(conn.scalars(sa.text("SELECT id FROM customers")))
+        assert partial_customers(conn) == []
+    assert ids == {demo_id(n) for n in range(1, 81) if n not in {5, 6, 40}}
+    assert len(result.report["skipped_customers"]) == 3
+    assert result.report["verdict"] == "WARNING"
+    assert result.code == 1, "--strict makes WARNING fail"
+
+
+def test_mostly_failing_load_is_failed_with_exit_1(
+    head_engine: sa.Engine, load_fixtures: Loader
+) -> None:
+    _install(
+        head_engine,
+        REJECT + "CREATE TRIGGER reject BEFORE INSERT ON customers FOR EACH ROW "
+        "WHEN (NEW.id % 2 = 0) EXECUTE FUNCTION reject_row();",
+    )
+    result = load_fixtures(head_engine, "--customers", "20", "-q")
+    assert result.code == 1
+    assert result.report["verdict"] == "FAILED"
+    assert "PASSED" not in result.out
+    assert "FAILED" in result.out
+
+
+def test_rerun_with_another_seed_is_refused_and_writes_nothing(
+    head_engine: sa.Engine, load_fixtures: Loader
+) -> None:
+    load_fixtures(head_engine, "--customers", "10", "--seed", "1", "-q")
+    with head_engine.connect() as conn:
+        before = business_rows(conn)
+
+    result = load_fixtures(head_engine, "--customers", "20", "--seed", "2", "-q")
+
+    assert result.code == 1
+    assert "another --seed" in result.err and "--clear" in result.err
+    assert "Traceback" not in result.err
+    with head_engine.connect() as conn:
+        assert business_rows(conn) == before
+
+
+def test_refuses_a_database_that_is_not_migrated(engine: sa.Engine, load_fixtures: Loader) -> None:
+    result = load_fixtures(engine, "--customers", "5")
+    assert result.code == 2
+    assert "no revision" in result.err and "run `alembic upgrade head` first" in result.err
+    assert len(result.err.strip().splitlines()) == 1
+    with engine.connect() as conn:
+        assert (
+            conn.scalar(sa.text("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")) == 0
+        )
+
+
+def test_refuses_a_database_behind_head(engine: sa.Engine, load_fixtures: Loader) -> None:
+    behind = revision_steps()[-1].down_revision
+    command.upgrade(config_for(engine), behind)
+    result = load_fixtures(engine, "--customers", "5")
+    assert result.code == 2
+    assert f"at {behind}" in result.err and "alembic upgrade head" in result.err
+    with engine.connect() as conn:
+        assert conn.scalar(sa.text("SELECT count(*) FROM customers")) == 0
+
+
+def test_production_environment_is_refused_unless_overridden(
+    head_engine: sa.Engine, load_fixtures: Loader, monkeypatch
+) -> None:
+    monkeypatch.setenv("APP_ENV", "Production")
+    refused = load_fixtures(head_engine, "--customers", "5")
+    assert refused.code == 2
+    assert "APP_ENV=Production" in refused.err and "--allow-production" in refused.err
+    with head_engine.connect() as conn:
+        assert conn.scalar(sa.text("SELECT count(*) FROM customers")) == 0
+
+    allowed = load_fixtures(head_engine, "--customers", "5", "--allow-production", "-q")
+    assert allowed.code == 0
+
+
+def test_missing_reference_codes_are_named_before_anything_is_written(
+    head_engine: sa.Engine, load_fixtures: Loader
+) -> None:
+    with head_engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM transaction_categories WHERE code = 'charity'"))
+    result = load_fixtures(head_engine, "--customers", "5")
+    assert result.code == 2
+    assert "transaction_categories has no charity" in result.err
+    with head_engine.connect() as conn:
+        assert conn.scalar(sa.text("SELECT count(*) FROM customers")) == 0
+
+
+def test_target_database_is_printed_with_the_password_masked(
+    pg_server: PgServer, head_template: str, load_fixtures: Loader
+) -> None:
+    with pg_server.database(template=head_template) as engine:
+        with engine.begin() as conn:
+            conn.execute(sa.text("CREATE ROLE fixtures_loader LOGIN PASSWORD 's3cret-pw'"))
+            conn.execute(sa.text("GRANT ALL ON ALL TABLES IN SCHEMA public TO fixtures_loader"))
+            conn.execute(sa.text("GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO fixtures_loader"))
+        url = engine.url.set(username="fixtures_loader", password="s3cret-pw")
+        try:
+            result = load_fixtures(url.render_as_string(False), "--customers", "3")
+        finally:
+            with engine.begin() as conn:
+                conn.execute(sa.text("DROP OWNED BY fixtures_loader"))
+                conn.execute(sa.text("DROP ROLE fixtures_loader"))
+    assert result.code == 0, result.err
+    assert "Target database: postgresql://fixtures_loader:***@" in result.out
+    assert "s3cret-pw" not in result.out + result.err + str(result.report)
