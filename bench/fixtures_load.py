@@ -1,6 +1,6 @@
 """Benchmark: the fixtures command against the ways people usually load rows.
 
-    .venv/bin/python bench/fixtures_load.py                 # issue 3's figures (~15 min)
+    .venv/bin/python bench/fixtures_load.py                 # issue 3's figures (~8 min)
     .venv/bin/python bench/fixtures_load.py --quick         # a smoke run (~1 min)
 
 Every approach writes the same generated rows into a fresh copy of a database migrated to
@@ -16,7 +16,9 @@ round, so the machine's noise falls on all of them alike; the figures are median
   SQLAlchemy Core ``insert()`` batches, and one ORM ``add()`` per row with a commit per
   customer; slow, so they run on ``--small-customers`` and are compared in rows/s.
 * ``command, 1% failing``: the command with a trigger that rejects every customer whose
-  id ends in 37 (1 in 100), against the clean command in the same round.
+  id ends in 37 (1 in 100), against the clean command in the same round; ``... late``:
+  a trigger that rejects the transactions of one account in 250 instead (about 1% of
+  customers), so each failure is found only after its customer and accounts went in.
 * Peak memory (RSS) of the command at ``--customers`` and at ``--memory-customers``.
 """
 
@@ -61,6 +63,15 @@ CREATE FUNCTION bench_reject() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN RAISE EXCEPTION 'bench: customer % rejected', NEW.customer_id; END $$;
 CREATE TRIGGER bench_reject BEFORE INSERT ON customers
 FOR EACH ROW WHEN (NEW.id % 100 = 37) EXECUTE FUNCTION bench_reject();
+"""
+# The same share failing where it costs most: in a customer's transactions, the largest
+# table, after its customer and account rows went in. One account in 250 (about one
+# customer in 100, at 2.5 accounts each).
+FAIL_ONE_PERCENT_LATE = """
+CREATE FUNCTION bench_reject() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'bench: account % rejected', NEW.account_id; END $$;
+CREATE TRIGGER bench_reject BEFORE INSERT ON transactions
+FOR EACH ROW WHEN (NEW.account_id % 250 = 7) EXECUTE FUNCTION bench_reject();
 """
 MODEL_FOR = {
     "customers": models.Customer,
@@ -242,10 +253,11 @@ def main() -> None:
 
             return measure
 
-        peak_rss: dict[str, list[int]] = {"": [], FAIL_ONE_PERCENT: []}
+        peak_rss: dict[str, list[int]] = {"": [], FAIL_ONE_PERCENT: [], FAIL_ONE_PERCENT_LATE: []}
         approaches = {
             "command": the_command(),
             "command, 1% failing": the_command(FAIL_ONE_PERCENT),
+            "command, 1% failing late": the_command(FAIL_ONE_PERCENT_LATE),
             "plain COPY": in_memory(plain_copy, big),
             "execute_values": in_memory(with_execute_values, small),
             "Core insert": in_memory(with_core_insert, small),
@@ -271,6 +283,7 @@ def main() -> None:
     sizes = {
         "command": args.customers,
         "command, 1% failing": args.customers,
+        "command, 1% failing late": args.customers,
         "plain COPY": args.customers,
         "execute_values": args.small_customers,
         "Core insert": args.small_customers,
@@ -287,6 +300,7 @@ def main() -> None:
         ("command / execute_values", command_rate / median["execute_values"], ">= 2"),
         ("command / Core insert", command_rate / median["Core insert"], "(info)"),
         ("1% failing / clean command", median["command, 1% failing"] / command_rate, ">= 0.7"),
+        ("1% failing late / clean", median["command, 1% failing late"] / command_rate, ">= 0.7"),
     ]
     for label, ratio, target in checks:
         console.print(f"{label:<28} {ratio:6.2f}x   target {target}")
