@@ -1,0 +1,1 @@
+"""Reference data as declared state: YAML files, drift checks, generated data migrations."""

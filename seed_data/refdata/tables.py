@@ -1,0 +1,56 @@
+"""What the toolkit knows about each reference table, read off the models at head."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from seed_data.models import REFERENCE_TABLES, Base
+
+
+@dataclass(frozen=True)
+class RefColumn:
+    name: str
+    type: sa.types.TypeEngine
+    nullable: bool
+    references: str | None  # the reference table this column points at, if any
+
+
+@dataclass(frozen=True)
+class RefTable:
+    name: str
+    key: str  # the natural key: code or slug
+    columns: tuple[RefColumn, ...]
+
+    def column(self, name: str) -> RefColumn:
+        return next(c for c in self.columns if c.name == name)
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    def depends_on(self) -> set[str]:
+        return {c.references for c in self.columns if c.references}
+
+
+def reference_tables() -> tuple[RefTable, ...]:
+    """Every reference table, parents before the tables whose rows point at them."""
+    tables = [t for t in Base.metadata.sorted_tables if t.name in REFERENCE_TABLES]
+    return tuple(_describe(table) for table in tables)
+
+
+def _describe(table: sa.Table) -> RefTable:
+    (key,) = table.primary_key.columns
+    columns = []
+    for column in table.columns:
+        targets = {fk.column.table.name for fk in column.foreign_keys}
+        columns.append(
+            RefColumn(
+                column.name,
+                column.type,
+                bool(column.nullable),
+                next((t for t in targets if t in REFERENCE_TABLES), None),
+            )
+        )
+    return RefTable(table.name, key.name, tuple(columns))
