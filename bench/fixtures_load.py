@@ -1,7 +1,8 @@
 """Benchmark: the fixtures command against the ways people usually load rows.
 
     .venv/bin/python bench/fixtures_load.py                 # issue 3's figures (~8 min)
-    .venv/bin/python bench/fixtures_load.py --quick         # a smoke run (~1 min)
+    .venv/bin/python bench/fixtures_load.py --quick         # a smoke run (~1 min; at its
+                                                            # size start-up dominates)
 
 Every approach writes the same generated rows into a fresh copy of a database migrated to
 head (indexes and foreign keys in place), on one embedded PostgreSQL 18 started with its
@@ -35,6 +36,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
@@ -112,33 +114,37 @@ def total(rows: dict[str, list[tuple]]) -> int:
     return sum(map(len, rows.values()))
 
 
-def plain_copy(engine: sa.Engine, rows: dict[str, list[tuple]]) -> float:
-    texts = {table: copy_text(table_rows) for table, table_rows in rows.items()}
+def timed_on_one_connection(engine: sa.Engine, load: Callable[[Any], None]) -> float:
+    """Seconds for ``load(cursor)`` and its commit, on one psycopg2 connection."""
     raw = engine.raw_connection()
     try:
         started = time.perf_counter()
         with raw.cursor() as cursor:
-            for table, text in texts.items():
-                sql = f"COPY {table} ({', '.join(COLUMNS[table])}) FROM STDIN"
-                cursor.copy_expert(sql, io.StringIO(text), size=1 << 20)
+            load(cursor)
         raw.commit()
         return time.perf_counter() - started
     finally:
         raw.close()
+
+
+def plain_copy(engine: sa.Engine, rows: dict[str, list[tuple]]) -> float:
+    texts = {table: copy_text(table_rows) for table, table_rows in rows.items()}
+
+    def load(cursor: Any) -> None:
+        for table, text in texts.items():
+            sql = f"COPY {table} ({', '.join(COLUMNS[table])}) FROM STDIN"
+            cursor.copy_expert(sql, io.StringIO(text), size=1 << 20)
+
+    return timed_on_one_connection(engine, load)
 
 
 def with_execute_values(engine: sa.Engine, rows: dict[str, list[tuple]]) -> float:
-    raw = engine.raw_connection()
-    try:
-        started = time.perf_counter()
-        with raw.cursor() as cursor:
-            for table, table_rows in rows.items():
-                sql = f"INSERT INTO {table} ({', '.join(COLUMNS[table])}) VALUES %s"
-                execute_values(cursor, sql, table_rows, page_size=1000)
-        raw.commit()
-        return time.perf_counter() - started
-    finally:
-        raw.close()
+    def load(cursor: Any) -> None:
+        for table, table_rows in rows.items():
+            sql = f"INSERT INTO {table} ({', '.join(COLUMNS[table])}) VALUES %s"
+            execute_values(cursor, sql, table_rows, page_size=1000)
+
+    return timed_on_one_connection(engine, load)
 
 
 def with_core_insert(engine: sa.Engine, rows: dict[str, list[tuple]]) -> float:

@@ -36,7 +36,9 @@ def diff_table(table: RefTable, before: Rows, after: Rows) -> TableDiff:
     return diff
 
 
-def diff_all(tables: tuple[RefTable, ...], before: dict[str, Rows], after: dict[str, Rows]):
+def diff_all(
+    tables: tuple[RefTable, ...], before: dict[str, Rows], after: dict[str, Rows]
+) -> list[TableDiff]:
     """The non-empty differences, in the tables' dependency order."""
     diffs = [diff_table(t, before.get(t.name, {}), after.get(t.name, {})) for t in tables]
     return [d for d in diffs if d]
