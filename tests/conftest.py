@@ -18,6 +18,7 @@ from alembic import command
 from seed_data.db import configured_url
 from tests.fixtures_support import Loader
 from tests.helpers import ALEMBIC_INI, config_for
+from tests.refdata_support import UNREACHABLE, Workspace
 from tests.servers import PG15_BIN, PgServer, embedded_server, external_server, system_server
 
 DEFAULT_SERVER = "external" if configured_url() else "pg18-embedded"
@@ -87,3 +88,15 @@ def load_fixtures(
 ) -> Loader:
     """``scripts/load_fixtures.py`` in-process: ``load_fixtures(engine, "--customers", "5")``."""
     return Loader(monkeypatch, capsys, tmp_path)
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, pg_server: PgServer, capsys: pytest.CaptureFixture[str]) -> Workspace:
+    """Copies of the migrations and declared files; scratch databases on the current server."""
+    return Workspace.create(tmp_path, capsys, pg_server.admin_url)
+
+
+@pytest.fixture
+def files_workspace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Workspace:
+    """The same copies, with no database server reachable: for refusals that need none."""
+    return Workspace.create(tmp_path, capsys, UNREACHABLE)

@@ -4,22 +4,30 @@
     refdata.py check --live         # also the DATABASE_URL database against head (read-only)
     refdata.py revision -m MESSAGE  # write the data migration head -> declared files
     refdata.py lock [--rehash FILE] # record new revision files in alembic/versions.sha256
+    refdata.py lock --init          # start the lock file of a new project
 
-Exit status: 0 all agree (or done), 1 drift found, 2 bad input (invalid declared files,
-an unreachable database, bad arguments).
+Exit status: 0 all agree (or done), 1 drift found, 2 bad input (invalid declared files, an
+unusable database, bad arguments, a forked history, a missing or malformed lock), 130 or
+143 interrupted (Ctrl-C, SIGTERM).
 """
 
 from __future__ import annotations
 
 import argparse
+import configparser
+import logging
+import signal
 import sys
-from collections.abc import Sequence
+import tempfile
+import unicodedata
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import NoReturn
 
 import sqlalchemy as sa
 from alembic.config import Config
-from alembic.script import ScriptDirectory
 from sqlalchemy.engine import URL
 
 from seed_data.db import (
@@ -28,21 +36,37 @@ from seed_data.db import (
     configured_url,
     embedded_database_url,
     normalise_url,
-    redact,
 )
 from seed_data.enums import LOOKUP_ENUMS
-from seed_data.refdata.declared import REFERENCE_DIR, DeclarationError, Rows, load_declared
+from seed_data.refdata.declared import (
+    REFERENCE_DIR,
+    DeclarationError,
+    Declared,
+    Rows,
+    load_declared,
+)
 from seed_data.refdata.diff import describe, diff_all
-from seed_data.refdata.lock import check_lock, record
-from seed_data.refdata.migration import write_revision
-from seed_data.refdata.state import current_revisions, read_rows, scratch_database_at_head
+from seed_data.refdata.errors import BadInput
+from seed_data.refdata.heads import load_script, single_head
+from seed_data.refdata.live import live_problems
+from seed_data.refdata.lock import check_lock, lock_file, record, versions_dir
+from seed_data.refdata.migration import TablePlan, plan
+from seed_data.refdata.revision import build, prove, write
+from seed_data.refdata.rules import rule_problems
+from seed_data.refdata.state import read_rows, scratch_database
 from seed_data.refdata.tables import reference_tables
 
 EXIT_OK, EXIT_DRIFT, EXIT_BAD_INPUT = 0, 1, 2
+SHOWN_PROBLEMS = 40
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-class BadInput(Exception):
-    pass
+class Interrupted(BaseException):
+    """Ctrl-C or SIGTERM, raised where the program is so that ``finally`` blocks clean up."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 class _Parser(argparse.ArgumentParser):
@@ -76,53 +100,121 @@ def build_parser() -> argparse.ArgumentParser:
     revision = commands.add_parser("revision", help="write the migration head -> declared")
     revision.add_argument("-m", "--message", required=True)
     lock = commands.add_parser("lock", help="record new revision files' checksums")
-    lock.add_argument("--rehash", nargs="+", default=(), metavar="FILE", help="re-record these")
+    lock.add_argument(
+        "--rehash", nargs="+", default=(), metavar="FILE", help="re-record these (names or paths)"
+    )
+    lock.add_argument("--init", action="store_true", help="create the lock file (new projects)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    config = Config(str(args.config))
-    script_location = Path(ScriptDirectory.from_config(config).dir)
-    try:
-        if args.command == "lock":
-            return _lock(script_location, tuple(args.rehash))
-        declared = load_declared(args.reference_dir)
-        if args.command == "check":
-            return _check(args, config, script_location, declared)
-        return _revision(args, config, script_location, declared)
-    except DeclarationError as error:
-        print("error: the declared reference data is invalid:", file=sys.stderr)
-        for problem in error.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except BadInput as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    with _stop_signals_raise(), _quiet_alembic():
+        try:
+            config, location = _config(args.config)
+            if args.command == "lock":
+                return _lock(location, args)
+            if args.command == "check":
+                return _check(args, config, location)
+            return _revision(args, config, location)
+        except DeclarationError as error:
+            print("error: the declared reference data is invalid:", file=sys.stderr)
+            for problem in error.problems[:SHOWN_PROBLEMS]:
+                print(f"  {problem}", file=sys.stderr)
+            if len(error.problems) > SHOWN_PROBLEMS:
+                print(f"  ... and {len(error.problems) - SHOWN_PROBLEMS} more", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        except BadInput as error:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        except Interrupted as stop:
+            print(
+                f"error: interrupted by {stop}; the scratch database (if any) was dropped and "
+                "nothing was left half-written",
+                file=sys.stderr,
+            )
+            return 128 + stop.signum
 
 
-def _lock(script_location: Path, rehash: tuple[str, ...]) -> int:
+@contextmanager
+def _stop_signals_raise() -> Iterator[None]:
+    """Turn Ctrl-C and SIGTERM into Interrupted; a second one waits for the cleanup."""
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        for number in STOP_SIGNALS:
+            signal.signal(number, signal.SIG_IGN)
+        raise Interrupted(signum)
+
+    previous = {number: signal.signal(number, stop) for number in STOP_SIGNALS}
     try:
-        written = record(script_location, rehash)
-    except FileNotFoundError as error:
-        raise BadInput(str(error)) from None
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+@contextmanager
+def _stop_signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM back while files are written, so that both or neither are."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+@contextmanager
+def _quiet_alembic() -> Iterator[None]:
+    """No INFO lines from alembic's runs in the scratch database: only our own output."""
+    logger = logging.getLogger("alembic")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _config(path: Path) -> tuple[Config, Path]:
+    """The alembic config and its script directory, or a one-line BadInput."""
+    if path.is_dir():
+        raise BadInput(f"--config {path} is a directory: give the alembic.ini file")
+    if not path.is_file():
+        raise BadInput(f"--config {path}: no such file")
+    config = Config(str(path))
+    try:
+        location = config.get_main_option("script_location")
+    except (configparser.Error, UnicodeDecodeError) as error:
+        raise BadInput(f"--config {path} is not a readable alembic.ini: {error}") from None
+    if not location:
+        raise BadInput(f"--config {path} has no script_location in [alembic]: not an alembic.ini?")
+    return config, Path(load_script(config).dir)
+
+
+def _lock(location: Path, args: argparse.Namespace) -> int:
+    written = record(location, tuple(args.rehash), init=args.init)
     print("\n".join(f"recorded {name}" for name in written) or "nothing new to record")
     return EXIT_OK
 
 
-def _check(args: argparse.Namespace, config: Config, location: Path, declared: dict) -> int:
+def _check(args: argparse.Namespace, config: Config, location: Path) -> int:
     problems = check_lock(location).problems()
+    script = load_script(config)
+    head = single_head(script)
+    live_url = _live_url() if args.live else None
+    declared = load_declared(args.reference_dir)
     problems += _enum_drift(declared)
     tables = reference_tables()
-    head = _head_state(args, config)
-    if diffs := diff_all(tables, head, declared):
+    with scratch_database(_scratch_server(args), config) as engine:
+        head_rows = _head_rows(engine, declared)
+    if diffs := diff_all(tables, head_rows, declared):
         problems.append(
             "the declared files differ from the migrations' head; run "
             "`refdata.py revision -m ...` to write the migration:\n"
             + describe(diffs, "head", "files")
         )
-    if args.live:
-        problems += _live_drift(head, config)
+    if live_url is not None:
+        problems += live_problems(live_url, script, head, head_rows, declared, tables)
     if problems:
         print("\n\n".join(f"DRIFT: {p}" for p in problems))
         return EXIT_DRIFT
@@ -130,74 +222,98 @@ def _check(args: argparse.Namespace, config: Config, location: Path, declared: d
     return EXIT_OK
 
 
-def _revision(args: argparse.Namespace, config: Config, location: Path, declared: dict) -> int:
-    unlocked = check_lock(location).problems()
-    if unlocked:
-        raise BadInput("fix the revision lock first:\n  " + "\n  ".join(unlocked))
-    diffs = diff_all(reference_tables(), _head_state(args, config), declared)
-    if not diffs:
-        print("nothing to change: the declared files already match head; no file written")
-        return EXIT_OK
-    path = write_revision(config, args.message, diffs)
-    record(location)
+def _revision(args: argparse.Namespace, config: Config, location: Path) -> int:
+    message = _message(args.message)
+    if unlocked := check_lock(location).problems():
+        raise BadInput("fix the revision lock first: " + " ".join(unlocked))
+    single_head(load_script(config))
+    declared = load_declared(args.reference_dir)
+    tables = reference_tables()
+    with scratch_database(_scratch_server(args), config) as engine:
+        head_rows = _head_rows(engine, declared)
+        diffs = diff_all(tables, head_rows, declared)
+        if not diffs:
+            print("nothing to change: the declared files already match head; no file written")
+            return EXIT_OK
+        plans = plan(diffs, head_rows, declared)
+        with tempfile.TemporaryDirectory(prefix="refdata-revision-") as workdir:
+            candidate = build(config, Path(workdir), message, plans)
+            prove(config, engine, candidate, plans, head_rows, declared)
     print(describe(diffs, "head", "files"))
-    print(f"wrote {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
+    with _stop_signals_deferred():
+        path = write(versions_dir(location), candidate)
+        record(location)
+        print(
+            "proved on a scratch database: upgrade, downgrade and upgrade again, online and "
+            "through --sql, give the declared rows and head's rows back"
+        )
+        print(f"wrote {_shown(path)}")
+        print(f"recorded it in {_shown(lock_file(location))}")
+    for note in _removal_notes(plans):
+        print(note)
     print("review it, then run `alembic upgrade head`")
     return EXIT_OK
 
 
-def _head_state(args: argparse.Namespace, config: Config) -> dict[str, Rows]:
-    server = _scratch_server(args)
-    try:
-        with scratch_database_at_head(server, config) as engine, engine.connect() as conn:
-            return read_rows(conn, reference_tables())
-    except sa.exc.OperationalError as error:
-        raise BadInput(
-            f"cannot use {redact(server)} for a scratch database: {_first_line(error)}"
-        ) from None
+def _head_rows(engine: sa.Engine, declared: Declared) -> dict[str, Rows]:
+    """Head's reference rows, once the database has accepted every declared row."""
+    tables = reference_tables()
+    if problems := rule_problems(engine, tables, declared):
+        raise DeclarationError(problems)
+    with engine.connect() as conn:
+        return read_rows(conn, tables)
+
+
+def _message(raw: str) -> str:
+    message = raw.strip()
+    if not message:
+        raise BadInput("-m needs a message saying what the revision does")
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in message):
+        raise BadInput("-m must be one line of text, without tabs or control characters")
+    return message
+
+
+def _removal_notes(plans: list[TablePlan]) -> list[str]:
+    notes = []
+    for p in plans:
+        if p.diff.removed:
+            keys = ", ".join(row[p.table.key] for row in p.diff.removed)
+            retire = (
+                " If they may still be in use, retire them instead (is_active: false)."
+                if p.table.can_retire
+                else ""
+            )
+            notes.append(
+                f"note: this revision deletes {p.table.name} {keys}; its upgrade stops (and "
+                "changes nothing) on a database whose business rows still use them. Ask "
+                f"production first: `refdata.py check --live`.{retire}"
+            )
+    return notes
+
+
+def _shown(path: Path) -> Path:
+    return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
 
 
 def _scratch_server(args: argparse.Namespace) -> URL:
     try:
         if args.scratch_url:
             return normalise_url(args.scratch_url)
-        if configured_url() and not args.live:
-            return normalise_url(configured_url())
+        if configured_url() and not getattr(args, "live", False):
+            return normalise_url(configured_url())  # type: ignore[arg-type]
         return embedded_database_url()
     except DatabaseUrlError as error:
         raise BadInput(str(error)) from None
 
 
-def _live_drift(head: dict[str, Rows], config: Config) -> list[str]:
+def _live_url() -> URL:
     raw = configured_url()
     if not raw:
         raise BadInput("--live checks the database in DATABASE_URL, which is not set")
     try:
-        url = normalise_url(raw)
+        return normalise_url(raw)
     except DatabaseUrlError as error:
         raise BadInput(str(error)) from None
-    engine = sa.create_engine(url, poolclass=sa.NullPool)
-    try:
-        with engine.connect() as conn:
-            conn.exec_driver_sql("SET TRANSACTION READ ONLY")
-            revisions = current_revisions(conn)
-            heads = set(ScriptDirectory.from_config(config).get_heads())
-            if revisions != heads:
-                return [
-                    f"{redact(url)} is at {', '.join(sorted(revisions)) or 'no revision'}, "
-                    f"head is {', '.join(sorted(heads))}: run `alembic upgrade head` there"
-                ]
-            live = read_rows(conn, reference_tables())
-    except sa.exc.OperationalError as error:
-        raise BadInput(f"cannot connect to {redact(url)}: {_first_line(error)}") from None
-    finally:
-        engine.dispose()
-    if diffs := diff_all(reference_tables(), head, live):
-        return [
-            f"{redact(url)} has reference rows that differ from head (edited outside the "
-            "migrations):\n" + describe(diffs, "head", "live")
-        ]
-    return []
 
 
 def _enum_drift(declared: dict[str, Rows]) -> list[str]:
@@ -210,7 +326,3 @@ def _enum_drift(declared: dict[str, Rows]) -> list[str]:
                 f"add {sorted(codes - members) or 'nothing'}, remove {sorted(members - codes) or 'nothing'}"
             )
     return problems
-
-
-def _first_line(error: sa.exc.DBAPIError) -> str:
-    return str(error.orig or error).strip().splitlines()[0]

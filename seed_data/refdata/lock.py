@@ -1,19 +1,31 @@
-"""Frozen migrations: a checksum per revision file, in ``alembic/versions.sha256``.
+"""The revision lock: ``alembic/versions.sha256`` holds the SHA-256 of every revision file.
 
-An applied revision must never change: databases that ran the old text would silently
-differ from ones that run the new. The lock file records every revision file's SHA-256
-in ``sha256sum`` format (so ``cd alembic/versions && sha256sum -c ../versions.sha256``
-checks it too); the test suite and ``refdata.py check`` fail when a recorded file is
-edited or removed, or when a revision file is not recorded yet.
+A revision that has been applied anywhere must never change: databases that ran the old
+text would silently differ from those that run the new. ``refdata.py check`` fails when a
+recorded file is edited or removed, or when a revision file is not recorded yet.
+
+The file is in ``sha256sum`` format (``<digest>  <name>``; ``<digest> *<name>``, the binary
+mode marker, is read too), sorted by name, so ``sha256sum -c`` checks it as well. Two
+branches that each add a revision both append a line at the end; ``.gitattributes`` merges
+the file with git's ``union`` driver, which keeps both lines.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from seed_data.refdata.errors import BadInput
+from seed_data.refdata.files import write_atomically
+
 LOCK_NAME = "versions.sha256"
+LOCK_LINE = re.compile(r"(?P<digest>[0-9a-fA-F]{64}) [ *](?P<name>[^/\\]+\.py)")
+
+
+class LockError(BadInput):
+    """The lock file itself is missing or unreadable: nothing can be checked against it."""
 
 
 @dataclass
@@ -62,14 +74,44 @@ def checksums(script_location: Path) -> dict[str, str]:
 
 
 def read_lock(script_location: Path) -> dict[str, str]:
+    """File name -> recorded digest; LockError if the lock is missing or malformed."""
     path = lock_file(script_location)
-    if not path.exists():
-        return {}
-    recorded = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            digest, name = line.split(maxsplit=1)
-            recorded[name.strip()] = digest
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise LockError(
+            f"{path} is missing: restore it (`git checkout -- {path.name}` in "
+            f"{path.parent}), because it records which revisions were released; only for a "
+            "new project, start one with `refdata.py lock --init`"
+        ) from None
+    except OSError as error:
+        raise LockError(f"{path}: cannot read the lock file ({error.strerror})") from None
+    except UnicodeDecodeError:
+        raise LockError(f"{path}: not UTF-8 text: restore it from git") from None
+    recorded: dict[str, str] = {}
+    first_line: dict[str, int] = {}
+    problems = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        match = LOCK_LINE.fullmatch(line.rstrip())
+        if match is None:
+            problems.append(
+                f"{path}:{number}: not a checksum line (expected `<64 hex digits>  "
+                "<revision file name>`, as sha256sum writes it): fix or delete the line"
+            )
+            continue
+        name, digest = match["name"], match["digest"].lower()
+        if name in recorded and recorded[name] != digest:
+            problems.append(
+                f"{path}:{number}: {name} is recorded twice with different checksums (also "
+                f"on line {first_line[name]}): keep the line of the version that was released"
+            )
+        recorded.setdefault(name, digest)
+        first_line.setdefault(name, number)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise LockError(problems[0] + more)
     return recorded
 
 
@@ -83,19 +125,35 @@ def check_lock(script_location: Path) -> LockStatus:
     )
 
 
-def record(script_location: Path, rehash: tuple[str, ...] = ()) -> list[str]:
+def revision_file_name(given: str, script_location: Path) -> str:
+    """A revision file's name from what a user typed: the name, or a path to the file."""
+    versions = versions_dir(script_location)
+    path = Path(given)
+    if path.name != given and path.resolve().parent != versions.resolve():
+        raise BadInput(f"{given} is not in {versions}: name a revision file there")
+    if not (versions / path.name).is_file():
+        raise BadInput(f"no revision file named {path.name} in {versions}")
+    return path.name
+
+
+def record(script_location: Path, rehash: tuple[str, ...] = (), init: bool = False) -> list[str]:
     """Record unrecorded revision files (and re-record ``rehash``); return what was written.
 
     Edited files stay as recorded unless named in ``rehash``: re-recording must be a
-    deliberate act, never a side effect.
+    deliberate act, never a side effect. A missing lock file is an error unless ``init``
+    asks for a new one (which refuses to replace an existing lock).
     """
-    recorded, actual = read_lock(script_location), checksums(script_location)
-    unknown = [name for name in rehash if name not in actual]
-    if unknown:
-        raise FileNotFoundError(f"no revision file named {', '.join(unknown)}")
-    changed = [n for n in actual if n not in recorded or (n in rehash and recorded[n] != actual[n])]
+    if init:
+        if lock_file(script_location).exists():
+            raise LockError(f"{lock_file(script_location)} already exists: run `refdata.py lock`")
+        recorded: dict[str, str] = {}
+    else:
+        recorded = read_lock(script_location)
+    names = {revision_file_name(given, script_location) for given in rehash}
+    actual = checksums(script_location)
+    changed = [n for n in actual if n not in recorded or (n in names and recorded[n] != actual[n])]
     for name in changed:
         recorded[name] = actual[name]
     lines = [f"{recorded[name]}  {name}\n" for name in sorted(recorded)]
-    lock_file(script_location).write_text("".join(lines), encoding="utf-8")
+    write_atomically(lock_file(script_location), "".join(lines))
     return changed

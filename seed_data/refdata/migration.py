@@ -1,28 +1,43 @@
-"""Writing a data migration that takes head's reference rows to the declared ones.
+"""The source of a data migration that takes head's reference rows to the declared ones.
 
 The generated file follows the project's hand-written style: ad-hoc ``sa.table()``
 definitions listing only the columns it touches, the rows frozen as UPPER_CASE
-constants, changed fields as ``{key: (before, after)}``, and a ``downgrade()`` that is
-the exact inverse of ``upgrade()``. It imports nothing but the standard library,
-sqlalchemy and alembic. Alembic itself creates the file (id, dated name, header); this
-module writes its body, then ruff formats it.
+constants, changed fields as ``{key: (before, after)}``, and a ``downgrade()`` whose effect
+is the exact inverse of ``upgrade()``. It imports nothing but the standard library,
+sqlalchemy and alembic, and it is written already formatted as ``ruff format`` would
+(every collection one item a line, with a trailing comma), so no formatter is needed.
+
+The steps are ordered so that any edit applies, in either direction:
+
+1. rows whose value of a UNIQUE column another row is about to take are *parked* on a
+   placeholder first (PostgreSQL checks a non-deferrable UNIQUE constraint row by row,
+   so swapping two names, or giving a removed row's name to a new one, needs this);
+2. inserts, lookups before the rows that use them;
+3. updates to their final values;
+4. deletes, rows that use a lookup before the lookup, each after
+   ``refdata_assert_unreferenced_during()`` has confirmed nothing still uses them.
 """
 
 from __future__ import annotations
 
-import re
-import subprocess
-import sys
+import itertools
+import unicodedata
+from dataclasses import dataclass, field
 from decimal import Decimal
-from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
 from sqlalchemy.dialects.postgresql import JSONB
 
+from seed_data.refdata.declared import Row, Rows
 from seed_data.refdata.diff import TableDiff
-from seed_data.refdata.tables import RefColumn
+from seed_data.refdata.tables import RefColumn, RefTable
+
+LINE_LENGTH = 100
+INDENT = "    "
+# Non-ASCII characters written as they are; others become \N{...} escapes, so that ruff's
+# ambiguous-character rules (RUF001: a curly quote, a dash, a no-break space) stay quiet.
+LITERAL_SYMBOLS = frozenset("£€")
 
 JSONB_LIST = '''
 class JSONBList(sa.TypeDecorator):
@@ -36,36 +51,109 @@ class JSONBList(sa.TypeDecorator):
         return f"'{quoted}'::jsonb"
 '''
 
+UPDATE_HELPER = '''
+def _update(
+    table: sa.TableClause, key: str, rows: dict[str, tuple[dict[str, object], ...]], side: int
+) -> None:
+    """Set each row's fields (found by key) to their values on one side of this revision."""
+    for value, sides in rows.items():
+        if sides[side]:
+            op.execute(table.update().where(table.c[key] == value).values(**sides[side]))
+'''
+
 DELETE_HELPER = '''
-def _delete(table: sa.TableClause, key: str, rows: list[dict[str, object]]) -> None:
+def _delete(direction: str, table: sa.TableClause, key: str, rows: list[dict[str, object]]) -> None:
     """Delete these rows by key, once the guard has confirmed nothing still uses them."""
     keys = [row[key] for row in rows]
-    op.execute(sa.select(sa.func.refdata_assert_unreferenced(table.name, key, *keys)))
+    guard = sa.func.refdata_assert_unreferenced_during(direction, table.name, key, *keys)
+    op.execute(sa.select(guard))
     op.execute(table.delete().where(table.c[key].in_(keys)))
 '''
 
 
-def write_revision(config: Config, message: str, diffs: list[TableDiff]) -> Path:
-    """Create the revision file for ``diffs`` (head -> declared) and return its path."""
-    script = command.revision(config, message=message)
-    path = Path(script.path)  # type: ignore[union-attr]
-    header = path.read_text(encoding="utf-8")
-    docstring = header[: header.index('"""', 3) + 3]
-    identifiers = "\n".join(
-        line
-        for line in header.splitlines()
-        if re.match(r"(revision|down_revision|branch_labels|depends_on): ", line)
-    )
-    path.write_text(render(docstring, identifiers, message, diffs), encoding="utf-8")
-    for ruff in (["check", "--fix", "--quiet"], ["format", "--quiet"]):
-        subprocess.run([sys.executable, "-m", "ruff", *ruff, str(path)], check=True)
-    return path
+@dataclass(frozen=True)
+class Revision:
+    """What alembic chose for the new file: its id, parent, date and message."""
+
+    revision: str
+    down_revision: str
+    create_date: str
+    message: str
 
 
-def render(docstring: str, identifiers: str, message: str, diffs: list[TableDiff]) -> str:
-    """The whole migration module as source text (before formatting)."""
-    uses_jsonb = any(isinstance(c.type, JSONB) for d in diffs for c in _columns(d))
-    constants = "\n\n".join(_constants(d) for d in diffs)
+@dataclass
+class TablePlan:
+    """One table's part of a revision: its diff, and the rows parked in each direction."""
+
+    diff: TableDiff
+    # key -> {column: placeholder}, set first when upgrading / downgrading
+    parked_on_upgrade: dict[str, Row] = field(default_factory=dict)
+    parked_on_downgrade: dict[str, Row] = field(default_factory=dict)
+
+    @property
+    def table(self) -> RefTable:
+        return self.diff.table
+
+    @property
+    def parked(self) -> dict[str, tuple[Row, Row]]:
+        """key -> (placeholders downgrade sets first, placeholders upgrade sets first)."""
+        keys = sorted(self.parked_on_upgrade.keys() | self.parked_on_downgrade.keys())
+        return {
+            k: (self.parked_on_downgrade.get(k, {}), self.parked_on_upgrade.get(k, {}))
+            for k in keys
+        }
+
+
+def plan(
+    diffs: list[TableDiff], head: dict[str, Rows], declared: dict[str, Rows]
+) -> list[TablePlan]:
+    """Each table's steps, parents first, with the parking each direction needs."""
+    return [
+        TablePlan(
+            diff,
+            parked_on_upgrade=_parking(
+                diff.table, head[diff.table.name], declared[diff.table.name]
+            ),
+            parked_on_downgrade=_parking(
+                diff.table, declared[diff.table.name], head[diff.table.name]
+            ),
+        )
+        for diff in diffs
+    ]
+
+
+def _parking(table: RefTable, start: Rows, end: Rows) -> dict[str, Row]:
+    """Rows of ``start`` holding a unique value that another row holds in ``end``."""
+    parked: dict[str, Row] = {}
+    for unique in table.uniques:
+        text_columns = [c for c in unique.columns if isinstance(table.column(c).type, sa.String)]
+        if not text_columns:
+            continue  # nothing to park a number on; the proof refuses if it is needed
+        column = text_columns[0]
+        holders = {tuple(row[c] for c in unique.columns): key for key, row in end.items()}
+        taken = {row[column] for rows in (start, end) for row in rows.values()}
+        for key, row in start.items():
+            holder = holders.get(tuple(row[c] for c in unique.columns))
+            if holder is not None and holder != key:
+                placeholder = _placeholder(key, table.column(column), taken)
+                taken.add(placeholder)
+                parked.setdefault(key, {})[column] = placeholder
+    return parked
+
+
+def _placeholder(key: str, column: RefColumn, taken: set[Any]) -> str:
+    """A value no row holds or will hold, that fits the column: ``~parked~<key>`` or ``~<n>``."""
+    length = getattr(column.type, "length", None)
+    candidates = itertools.chain([f"~parked~{key}"], (f"~{n}" for n in itertools.count(1)))
+    return next(c for c in candidates if (length is None or len(c) <= length) and c not in taken)
+
+
+def render(revision: Revision, plans: list[TablePlan]) -> str:
+    """The whole migration module as source text, formatted as ruff would format it."""
+    uses_jsonb = any(isinstance(c.type, JSONB) for p in plans for c in _columns(p))
+    constants = "\n\n".join(block for p in plans for block in _constants(p))
+    uses_update = any(p.diff.changed or p.parked for p in plans)
+    uses_delete = any(p.diff.added or p.diff.removed for p in plans)
     imports = [
         *(["import json"] if uses_jsonb else []),
         "from collections.abc import Sequence",
@@ -75,73 +163,114 @@ def render(docstring: str, identifiers: str, message: str, diffs: list[TableDiff
         "from alembic import op",
         *(["from sqlalchemy.dialects import postgresql"] if uses_jsonb else []),
     ]
-    upgrade = _steps(diffs, insert="added", revert=1, delete="removed")
-    downgrade = _steps(diffs, insert="removed", revert=0, delete="added")
-    return "\n".join(
-        [
-            docstring,
-            "",
-            *imports,
-            "",
-            identifiers,
-            "",
-            JSONB_LIST if uses_jsonb else "",
-            "\n".join(_table(d) for d in diffs),
-            "",
-            constants,
-            "",
-            "",
-            "def upgrade() -> None:",
-            f'    """Apply {message}."""',
-            *upgrade,
-            "",
-            "",
-            "def downgrade() -> None:",
-            f'    """Unapply {message}."""',
-            *downgrade,
-            "",
-            DELETE_HELPER if any(d.added or d.removed for d in diffs) else "",
-        ]
+    identifiers = [
+        f"revision: str = {string(revision.revision)}",
+        f"down_revision: str | Sequence[str] | None = {string(revision.down_revision)}",
+        "branch_labels: str | Sequence[str] | None = None",
+        "depends_on: str | Sequence[str] | None = None",
+        "",
+        "BEFORE, AFTER = 0, 1  # the two sides of CHANGED_* and PARKED_* entries",
+    ]
+    sections = [
+        "\n\n".join([_header(revision), "\n".join(imports), "\n".join(identifiers)]),
+        *([JSONB_LIST.strip()] if uses_jsonb else []),
+        "\n".join(_table(p) for p in plans) + "\n\n" + constants,
+        _function("upgrade", f"Apply {revision.message}.", _upgrade_steps(plans)),
+        _function("downgrade", f"Unapply {revision.message}.", _downgrade_steps(plans)),
+        *([UPDATE_HELPER.strip()] if uses_update else []),
+        *([DELETE_HELPER.strip()] if uses_delete else []),
+    ]
+    return "\n\n\n".join(sections) + "\n"
+
+
+def _header(revision: Revision) -> str:
+    """The module docstring: alembic's usual header, then what wrote the file."""
+    return (
+        f'"""{docstring_text(revision.message)}\n\n'
+        f"Revision ID: {revision.revision}\n"
+        f"Revises: {revision.down_revision}\n"
+        f"Create Date: {revision.create_date}\n\n"
+        "Generated by `scripts/refdata.py revision` from the declared reference files (head's\n"
+        "reference rows -> the declared ones), and proved on a scratch database before it was\n"
+        "written: upgrade, downgrade and upgrade again, online and through `--sql`.\n"
+        '"""'
     )
 
 
-def _steps(diffs: list[TableDiff], insert: str, revert: int, delete: str) -> list[str]:
-    """Inserts parents-first, then field updates, then deletes children-first."""
-    steps = []
-    for diff in diffs:
-        if getattr(diff, insert):
-            steps.append(f"    op.bulk_insert({diff.table.name}, {_constant(diff, insert)})")
-    for diff in diffs:
-        if diff.changed:
-            name, key = diff.table.name, diff.table.key
-            fields = "(_, fields)" if revert else "(fields, _)"
-            steps += [
-                f"    for {key}, {fields} in {_constant(diff, 'changed')}.items():",
-                f"        op.execute({name}.update().where({name}.c.{key} == {key}).values(**fields))",
-            ]
-    for diff in reversed(diffs):
-        if getattr(diff, delete):
-            table, key = diff.table.name, diff.table.key
-            steps.append(f'    _delete({table}, "{key}", {_constant(diff, delete)})')
-    return steps
+def _function(name: str, doc: str, steps: list[str]) -> str:
+    return "\n".join([f"def {name}() -> None:", f'{INDENT}"""{docstring_text(doc)}"""', *steps])
 
 
-def _constant(diff: TableDiff, kind: str) -> str:
-    prefix = {"added": "NEW", "removed": "REMOVED", "changed": "CHANGED"}[kind]
-    return f"{prefix}_{diff.table.name.upper()}"
+def _upgrade_steps(plans: list[TablePlan]) -> list[str]:
+    return _steps(plans, "upgrade", park=[p for p in plans if p.parked_on_upgrade])
 
 
-def _columns(diff: TableDiff) -> list[RefColumn]:
+def _downgrade_steps(plans: list[TablePlan]) -> list[str]:
+    return _steps(plans, "downgrade", park=[p for p in plans if p.parked_on_downgrade])
+
+
+def _steps(plans: list[TablePlan], direction: str, park: list[TablePlan]) -> list[str]:
+    """Park, insert (parents first), update, delete (children first): see the module doc."""
+    upgrading = direction == "upgrade"
+    side = "AFTER" if upgrading else "BEFORE"
+    inserted, deleted = ("NEW", "REMOVED") if upgrading else ("REMOVED", "NEW")
+
+    def rows(p: TablePlan, kind: str) -> list[Row]:
+        return p.diff.added if kind == "NEW" else p.diff.removed
+
+    return [
+        *(_call("_update", *_target(p), _name(p, "PARKED"), side) for p in park),
+        *(
+            _call("op.bulk_insert", p.table.name, _name(p, inserted))
+            for p in plans
+            if rows(p, inserted)
+        ),
+        *(
+            _call("_update", *_target(p), _name(p, "CHANGED"), side)
+            for p in plans
+            if p.diff.changed
+        ),
+        *(
+            _call("_delete", string(direction), *_target(p), _name(p, deleted))
+            for p in reversed(plans)
+            if rows(p, deleted)
+        ),
+    ]
+
+
+def _target(p: TablePlan) -> tuple[str, str]:
+    return p.table.name, string(p.table.key)
+
+
+def _name(p: TablePlan, kind: str) -> str:
+    return f"{kind}_{p.table.name.upper()}"
+
+
+def _call(function: str, *arguments: str) -> str:
+    """A call statement inside a function body, wrapped the way ruff format wraps it."""
+    joined = ", ".join(arguments)
+    one_line = f"{INDENT}{function}({joined})"
+    if len(one_line) <= LINE_LENGTH:
+        return one_line
+    if len(INDENT * 2 + joined) <= LINE_LENGTH:
+        return f"{INDENT}{function}(\n{INDENT * 2}{joined}\n{INDENT})"
+    items = "".join(f"{INDENT * 2}{a},\n" for a in arguments)
+    return f"{INDENT}{function}(\n{items}{INDENT})"
+
+
+def _columns(p: TablePlan) -> list[RefColumn]:
     """The columns this revision touches: all of them for whole rows, else key and changes."""
+    diff = p.diff
     if diff.added or diff.removed:
         return list(diff.table.columns)
-    changed = {name for before, _ in diff.changed.values() for name in before}
-    return [c for c in diff.table.columns if c.name == diff.table.key or c.name in changed]
+    touched = {name for before, _ in diff.changed.values() for name in before}
+    touched |= {name for sides in p.parked.values() for side in sides for name in side}
+    return [c for c in diff.table.columns if c.name == diff.table.key or c.name in touched]
 
 
-def _table(diff: TableDiff) -> str:
-    columns = "".join(f"    sa.column({c.name!r}, {_type(c)}),\n" for c in _columns(diff))
-    return f"{diff.table.name} = sa.table(\n    {diff.table.name!r},\n{columns})"
+def _table(p: TablePlan) -> str:
+    columns = "".join(f"{INDENT}sa.column({string(c.name)}, {_type(c)}),\n" for c in _columns(p))
+    return f"{p.table.name} = sa.table(\n{INDENT}{string(p.table.name)},\n{columns})"
 
 
 def _type(column: RefColumn) -> str:
@@ -152,6 +281,8 @@ def _type(column: RefColumn) -> str:
         return "sa.Boolean"
     if isinstance(kind, sa.Numeric):
         return f"sa.Numeric({kind.precision}, {kind.scale})"
+    if isinstance(kind, sa.BigInteger):
+        return "sa.BigInteger"
     if isinstance(kind, sa.Integer):
         return "sa.Integer"
     if isinstance(kind, sa.Text):
@@ -159,36 +290,102 @@ def _type(column: RefColumn) -> str:
     return "sa.String"
 
 
-def _constants(diff: TableDiff) -> str:
+def _constants(p: TablePlan) -> list[str]:
+    diff, key = p.diff, p.table.key
     blocks = []
+    if p.parked:
+        columns = sorted({c for sides in p.parked.values() for side in sides for c in side})
+        blocks.append(
+            f"# Unique values ({', '.join(columns)}) move between rows, and PostgreSQL checks them\n"
+            "# row by row: these rows hold a placeholder until the rows taking their values are\n"
+            f"# in place. {key} -> (placeholders downgrade sets first, placeholders upgrade sets first)\n"
+            f"{_name(p, 'PARKED')} = {literal(p.parked)}"
+        )
     if diff.added:
         blocks.append(
-            f"# Rows this revision adds (deleted again by downgrade).\n"
-            f"{_constant(diff, 'added')} = {_literal(diff.added)}"
+            "# Rows this revision adds (deleted again by downgrade).\n"
+            f"{_name(p, 'NEW')} = {literal(diff.added)}"
         )
     if diff.removed:
         blocks.append(
-            f"# Rows this revision deletes, in full (restored by downgrade).\n"
-            f"{_constant(diff, 'removed')} = {_literal(diff.removed)}"
+            "# Rows this revision deletes, in full (restored by downgrade).\n"
+            f"{_name(p, 'REMOVED')} = {literal(diff.removed)}"
         )
     if diff.changed:
         blocks.append(
-            f"# {diff.table.key} -> (fields before this revision, the same fields after it)\n"
-            f"{_constant(diff, 'changed')} = {_literal(diff.changed)}"
+            f"# {key} -> (fields before this revision, the same fields after it)\n"
+            f"{_name(p, 'CHANGED')} = {literal(diff.changed)}"
         )
-    return "\n\n".join(blocks)
+    return blocks
 
 
-def _literal(value: object) -> str:
-    """Python source for a frozen value; the formatter lays it out afterwards."""
+def literal(value: object, depth: int = 0) -> str:
+    """Python source for a frozen value, one item a line with trailing commas (ruff's layout)."""
+    inner, outer = INDENT * (depth + 1), INDENT * depth
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        items = "".join(
+            f"{inner}{literal(k)}: {literal(v, depth + 1)},\n" for k, v in value.items()
+        )
+        return "{\n" + items + outer + "}"
+    if isinstance(value, list | tuple):
+        if not value:
+            return "[]" if isinstance(value, list) else "()"
+        items = "".join(f"{inner}{literal(v, depth + 1)},\n" for v in value)
+        opening, closing = ("[", "]") if isinstance(value, list) else ("(", ")")
+        return opening + "\n" + items + outer + closing
+    if isinstance(value, str):
+        return string(value)
     if isinstance(value, Decimal):
         return f'Decimal("{value}")'
-    if isinstance(value, dict):
-        items = ", ".join(f"{_literal(k)}: {_literal(v)}" for k, v in value.items())
-        return "{" + items + ",}" if items else "{}"
-    if isinstance(value, list | tuple):
-        items = ", ".join(_literal(v) for v in value)
-        if isinstance(value, tuple):
-            return f"({items})"
-        return f"[{items},]" if items else "[]"
-    return repr(value)
+    if value is None or isinstance(value, bool | int):
+        return repr(value)
+    raise TypeError(f"cannot freeze {type(value).__name__} values into a migration")
+
+
+def string(value: str) -> str:
+    """A string literal with the quotes ruff prefers: double, unless that needs more escapes."""
+    quote = "'" if value.count('"') > value.count("'") else '"'
+    return quote + _escaped(value, quote) + quote
+
+
+def docstring_text(text: str) -> str:
+    """``text`` safe inside a triple-quoted docstring, showing the same characters."""
+    escaped = _escaped(text, None).replace('"""', '\\"\\"\\"')
+    if escaped.startswith('"'):
+        escaped = "\\" + escaped
+    if escaped.endswith('"'):
+        escaped = escaped[:-1] + '\\"'
+    return escaped
+
+
+def _escaped(value: str, quote: str | None) -> str:
+    out = []
+    for character in value:
+        if character == "\\":
+            out.append("\\\\")
+        elif character == quote:
+            out.append("\\" + quote)
+        elif character == "\n":
+            out.append("\\n")
+        elif " " <= character <= "~" or _literal_non_ascii(character):
+            out.append(character)
+        else:
+            name = unicodedata.name(character, "")
+            out.append(f"\\N{{{name}}}" if name else f"\\u{ord(character):04x}")
+    return "".join(out)
+
+
+def _literal_non_ascii(character: str) -> bool:
+    """A currency sign we use, or an accented Latin letter (é, ü, ñ): not confusable."""
+    if character in LITERAL_SYMBOLS:
+        return True
+    decomposed = unicodedata.normalize("NFD", character)
+    return (
+        character > "~"
+        and len(decomposed) > 1
+        and decomposed[0].isascii()
+        and decomposed[0].isalpha()
+        and all(unicodedata.combining(c) for c in decomposed[1:])
+    )

@@ -18,10 +18,19 @@ class RefColumn:
 
 
 @dataclass(frozen=True)
+class Unique:
+    """A UNIQUE constraint or unique index other than the primary key."""
+
+    name: str
+    columns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class RefTable:
     name: str
     key: str  # the natural key: code or slug
     columns: tuple[RefColumn, ...]
+    uniques: tuple[Unique, ...] = ()
 
     def column(self, name: str) -> RefColumn:
         return next(c for c in self.columns if c.name == name)
@@ -32,6 +41,11 @@ class RefTable:
 
     def depends_on(self) -> set[str]:
         return {c.references for c in self.columns if c.references}
+
+    @property
+    def can_retire(self) -> bool:
+        """Rows can be withdrawn without deleting them (``is_active: false``)."""
+        return "is_active" in self.column_names
 
 
 def reference_tables() -> tuple[RefTable, ...]:
@@ -53,4 +67,14 @@ def _describe(table: sa.Table) -> RefTable:
                 next((t for t in targets if t in REFERENCE_TABLES), None),
             )
         )
-    return RefTable(table.name, key.name, tuple(columns))
+    uniques = [
+        Unique(str(c.name), tuple(col.name for col in c.columns))
+        for c in table.constraints
+        if isinstance(c, sa.UniqueConstraint)
+    ]
+    uniques += [
+        Unique(str(i.name), tuple(col.name for col in i.columns))
+        for i in table.indexes
+        if i.unique and i.columns
+    ]
+    return RefTable(table.name, key.name, tuple(columns), tuple(sorted(uniques, key=str)))

@@ -1,0 +1,191 @@
+"""``refdata.py revision``: build the migration in a temporary copy, prove it, then write it.
+
+Nothing reaches ``alembic/versions/`` or the lock until the candidate has, on the scratch
+database at head: upgraded to exactly the declared rows, downgraded to exactly head's rows,
+upgraded again to the same rows, and done the same through the SQL that ``alembic upgrade
+--sql`` / ``downgrade --sql`` write for it. Only then is the file written (to a temporary
+name, renamed into place) and recorded in the lock.
+
+Alembic makes the candidate in a copy of the script directory (revision id, dated file
+name, parent), without post-write hooks, so that a missing ruff, a message full of quotes
+or any failure leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg2
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.util import CommandError, rev_id
+
+from seed_data.db_errors import classify, driver_error, first_line
+from seed_data.refdata.declared import Declared, Rows
+from seed_data.refdata.errors import BadInput
+from seed_data.refdata.files import write_atomically
+from seed_data.refdata.heads import load_script, single_head
+from seed_data.refdata.migration import Revision, TablePlan, render
+from seed_data.refdata.rules import rows_named
+from seed_data.refdata.state import alembic_config, current_revisions, read_rows
+from seed_data.refdata.tables import reference_tables
+
+SHOWN_ROWS = 3
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A generated revision, written only in the temporary copy of the script directory."""
+
+    path: Path
+    revision: Revision
+    source: str
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def build(config: Config, workdir: Path, message: str, plans: list[TablePlan]) -> Candidate:
+    """Have alembic create the revision in a copy of the scripts under ``workdir``; fill it in."""
+    location = Path(load_script(config).dir)
+    copy = workdir / location.name
+    shutil.copytree(location, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    script = load_script(alembic_config(config, script_location=copy))
+    head = single_head(script)
+    # The template only needs to give alembic a loadable file; its words make the slug.
+    created = script.generate_revision(
+        rev_id(), " ".join(re.findall(r"\w+", message)), head=head, refresh=True
+    )
+    assert created is not None
+    path = Path(created.path)
+    stamp = re.search(r"^Create Date: (.*)$", path.read_text(encoding="utf-8"), re.MULTILINE)
+    revision = Revision(created.revision, head, stamp[1] if stamp else "", message)
+    source = render(revision, plans)
+    path.write_text(source, encoding="utf-8")
+    return Candidate(path, revision, source)
+
+
+def prove(
+    config: Config,
+    engine: sa.Engine,
+    candidate: Candidate,
+    plans: list[TablePlan],
+    head_rows: dict[str, Rows],
+    declared: Declared,
+) -> None:
+    """Apply the candidate to the scratch database every way it will be applied; BadInput if
+    any way fails or leaves other rows than it should. The database ends at head again."""
+    head, new = candidate.revision.down_revision, candidate.revision.revision
+    location = candidate.path.parent.parent
+    online = alembic_config(config, connection=engine, script_location=location)
+    tables = reference_tables()
+
+    def state() -> tuple[set[str], dict[str, Rows]]:
+        with engine.connect() as conn:
+            return current_revisions(conn), read_rows(conn, tables)
+
+    def expect(expected: tuple[set[str], dict[str, Rows]], after: str) -> None:
+        revisions, rows = state()
+        if (revisions, rows) != expected:
+            differ = sorted(t for t in rows if rows[t] != expected[1].get(t))
+            raise BadInput(
+                f"the generated revision leaves different rows than expected after {after} "
+                f"(in {', '.join(differ) or 'alembic_version'}); this is a bug in refdata.py: "
+                "nothing was written or recorded"
+            )
+
+    before = ({head}, head_rows)
+    upgraded = ({new}, dict(declared))
+
+    def offline(direction: str, span: str) -> None:
+        _execute(engine, _offline_sql(config, location, direction, span))
+
+    steps: list[tuple[str, Callable[[], object], tuple[set[str], dict[str, Rows]]]] = [
+        ("upgrade", lambda: command.upgrade(online, new), upgraded),
+        ("downgrade", lambda: command.downgrade(online, head), before),
+        ("upgrade again", lambda: command.upgrade(online, new), upgraded),
+        ("downgrade again", lambda: command.downgrade(online, head), before),
+        ("upgrade --sql", lambda: offline("upgrade", f"{head}:{new}"), upgraded),
+        ("downgrade --sql", lambda: offline("downgrade", f"{new}:{head}"), before),
+    ]
+    for doing, step, expected in steps:
+        try:
+            step()
+        except Exception as error:  # generated code: whatever it raises is a refusal
+            raise _refusal(error, doing, engine, plans, declared) from None
+        expect(expected, doing)
+
+
+def _offline_sql(config: Config, location: Path, direction: str, span: str) -> str:
+    buffer = io.StringIO()
+    offline = alembic_config(config, script_location=location, output_buffer=buffer)
+    getattr(command, direction)(offline, span, sql=True)
+    return buffer.getvalue()
+
+
+def _execute(engine: sa.Engine, sql: str) -> None:
+    """Run a ``--sql`` script as psql would: its own BEGIN/COMMIT, no parameter markers."""
+    raw = engine.raw_connection()
+    try:
+        raw.driver_connection.autocommit = True  # type: ignore[union-attr]
+        with raw.driver_connection.cursor() as cursor:  # type: ignore[union-attr]
+            cursor.execute(sql)
+    finally:
+        raw.close()
+
+
+def _refusal(
+    error: Exception, doing: str, engine: sa.Engine, plans: list[TablePlan], declared: Declared
+) -> BadInput:
+    """A one-line refusal naming the declared rows involved (``file:line``) and the rule."""
+    prefix = f"the generated revision fails on the scratch database ({doing})"
+    suffix = "nothing was written or recorded"
+    orig = driver_error(error)
+    if not isinstance(orig, psycopg2.Error):
+        said = " ".join(str(error).split()) or type(error).__name__
+        if not isinstance(error, CommandError):
+            said = f"{type(error).__name__}: {said} (a bug in refdata.py)"
+        return BadInput(f"{prefix}: {_involved(None, None, plans, declared)}: {said}; {suffix}")
+    if failure := classify(error, engine.url):
+        return BadInput(f"cannot prove the revision on a scratch database: {failure.message}")
+    diag = orig.diag
+    rule = diag.constraint_name or diag.column_name
+    said = (f"{rule}: " if rule else "") + first_line(error)
+    if diag.message_detail and len(diag.message_detail) <= 200:
+        said += f" ({diag.message_detail})"
+    rows = _involved(error, diag.table_name, plans, declared)
+    return BadInput(f"{prefix}: {rows}: {said}; {suffix}")
+
+
+def _involved(
+    error: BaseException | None, table: str | None, plans: list[TablePlan], declared: Declared
+) -> str:
+    """``file:line`` of the rows an error is about: the ones it names, else the ones the
+    revision adds or changes in its table (or in every table, when it names none)."""
+    places = []
+    for p in plans:
+        if table is not None and p.table.name != table:
+            continue
+        column, named = rows_named(error, p.table, declared[p.table.name]) if error else (None, [])
+        keys = named or [row[p.table.key] for row in p.diff.added] + list(p.diff.changed)
+        places += [declared.where(p.table.name, k, column) for k in keys]
+        if not named:
+            places += [f"{p.table.name} {row[p.table.key]} (removed)" for row in p.diff.removed]
+    more = f" and {len(places) - SHOWN_ROWS} more" if len(places) > SHOWN_ROWS else ""
+    return (", ".join(places[:SHOWN_ROWS]) + more) or "the revision's rows"
+
+
+def write(versions: Path, candidate: Candidate) -> Path:
+    """Put the proved file in place atomically (never a half-written revision)."""
+    path = versions / candidate.name
+    if path.exists():
+        raise BadInput(f"{path} already exists: nothing was written")
+    write_atomically(path, candidate.source)
+    return path
