@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import URL
 
@@ -82,39 +83,71 @@ class Workspace:
         assert old in text, f"{old!r} not in {path.name}: the test's edit is out of date"
         path.write_text(text.replace(old, new, 1), encoding="utf-8")
 
-    def arguments(self, *args: str) -> list[str]:
+    def arguments(self, *args: str, scratch: bool = True) -> list[str]:
+        """Options aimed at this workspace; ``scratch=False`` leaves the server to DATABASE_URL."""
         return [
             "--config",
             str(self.ini),
             "--reference-dir",
             str(self.reference),
-            "--scratch-url",
-            self.scratch_url,
+            *(["--scratch-url", self.scratch_url] if scratch else []),
             *args,
         ]
 
-    def refdata(self, *args: str) -> Result:
+    def refdata(self, *args: str, scratch: bool = True) -> Result:
         """``refdata.py`` in this process (fast; stdout and stderr captured)."""
         self.capsys.readouterr()
-        code = cli.main(self.arguments(*args))
+        code = cli.main(self.arguments(*args, scratch=scratch))
         out, err = self.capsys.readouterr()
         return Result(code, out, err)
 
-    def process(self, *args: str, database_url: URL | str | None = None) -> subprocess.Popen[str]:
+    def process(
+        self, *args: str, database_url: URL | str | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[str]:
         """The real ``scripts/refdata.py``, started as a user would start it."""
         return subprocess.Popen(
             [sys.executable, str(REFDATA_SCRIPT), *self.arguments(*args)],
             cwd=self.root,
-            env=alembic_env(database_url),
+            env={**alembic_env(database_url), **(env or {})},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
 
-    def run(self, *args: str, database_url: URL | str | None = None) -> Result:
-        with self.process(*args, database_url=database_url) as process:
+    def run(
+        self, *args: str, database_url: URL | str | None = None, env: dict[str, str] | None = None
+    ) -> Result:
+        with self.process(*args, database_url=database_url, env=env) as process:
             out, err = process.communicate(timeout=120)
         return Result(process.returncode, out, err)
+
+    def add_revision(self, message: str, upgrade_sql: str, downgrade_sql: str) -> Path:
+        """A hand-written revision running these statements, made by alembic and locked."""
+        script = command.revision(self.config(), message=message)
+        assert script is not None
+        path = Path(script.path)
+        path.write_text(
+            f'''"""{message}"""
+
+from alembic import op
+
+revision = {script.revision!r}
+down_revision = {script.down_revision!r}
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.execute({upgrade_sql!r})
+
+
+def downgrade() -> None:
+    op.execute({downgrade_sql!r})
+''',
+            encoding="utf-8",
+        )
+        assert self.refdata("lock").code == 0
+        return path
 
     def new_revision_files(self) -> list[Path]:
         known = {p.name for p in (REPO_ROOT / "alembic" / "versions").glob("*.py")}
@@ -129,3 +162,15 @@ class Workspace:
             and not leftovers
             and self.lock.read_text(encoding="utf-8") == repository_lock
         )
+
+
+def assert_ruff_clean(path: Path) -> None:
+    """A generated revision passes the project's lint and format rules as written."""
+    for args in (["check"], ["format", "--check"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "ruff", *args, str(path)],
+            capture_output=True,
+            text=True,
+            cwd=REPO_ROOT,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr

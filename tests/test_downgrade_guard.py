@@ -80,3 +80,51 @@ def test_guard_ignores_self_references_deleted_together(head_engine: sa.Engine) 
 def test_guard_refuses_a_column_the_table_does_not_have(head_engine: sa.Engine) -> None:
     with head_engine.connect() as conn, pytest.raises(sa.exc.DBAPIError, match="has no column"):
         guard(conn, "products", "Code", "personal_loan")
+
+
+def diagnostics_during(engine: sa.Engine, direction: str, *keys: str) -> tuple[str, str]:
+    with engine.connect() as conn, pytest.raises(sa.exc.DBAPIError) as raised:
+        conn.execute(
+            sa.select(
+                sa.func.refdata_assert_unreferenced_during(direction, "products", "code", *keys)
+            )
+        )
+    assert raised.value.orig.pgcode == REFERENCE_ROW_IN_USE, f"unexpected error: {raised.value}"
+    diag = raised.value.orig.diag
+    return diag.message_primary, diag.message_hint
+
+
+def test_guard_during_upgrade_says_upgrade_and_advises_keeping_the_rows(
+    head_engine: sa.Engine,
+) -> None:
+    with head_engine.begin() as conn:
+        customer = insert_customer(conn, "CUST-000004")
+        insert_account(conn, customer, "40000002", "personal_loan", "personal_loan")
+    message, hint = diagnostics_during(head_engine, "upgrade", "personal_loan")
+    assert message == (
+        "cannot upgrade: this revision would delete products rows that are still in use"
+        " (1 row(s) in accounts.product_code reference personal_loan)"
+    )
+    assert hint.startswith("This step was rolled back and changed nothing. Keep those rows")
+    assert "roll forward" not in hint
+
+    message, hint = diagnostics_during(head_engine, "downgrade", "personal_loan")
+    assert message.startswith("cannot downgrade: this revision would delete products rows")
+    assert hint.endswith("stay on this revision and roll forward instead.")
+
+
+def test_guard_during_passes_rows_nobody_uses_and_refuses_an_unknown_direction(
+    head_engine: sa.Engine,
+) -> None:
+    with head_engine.connect() as conn:
+        conn.execute(
+            sa.select(
+                sa.func.refdata_assert_unreferenced_during("upgrade", "products", "code", "x")
+            )
+        )
+    with head_engine.connect() as conn, pytest.raises(sa.exc.DBAPIError, match="direction must"):
+        conn.execute(
+            sa.select(
+                sa.func.refdata_assert_unreferenced_during("sideways", "products", "code", "x")
+            )
+        )

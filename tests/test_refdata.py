@@ -23,7 +23,7 @@ from seed_data.refdata.lock import check_lock, read_lock
 from seed_data.refdata.state import read_rows
 from seed_data.refdata.tables import reference_tables
 from tests.helpers import alembic_env, snapshot_rows
-from tests.refdata_support import Workspace
+from tests.refdata_support import Workspace, assert_ruff_clean
 from tests.servers import PgServer
 from tests.test_project_rules import ALLOWED_IMPORT_ROOTS, imported_roots
 
@@ -131,14 +131,6 @@ def apply_generated_revision(workspace: Workspace, engine: sa.Engine) -> tuple[P
     with engine.connect() as conn:
         assert snapshot_rows(conn) == upgraded, "upgrading again must give the same rows"
     return generated, upgraded
-
-
-def assert_ruff_clean(path: Path) -> None:
-    for args in (["check"], ["format", "--check"]):
-        result = subprocess.run(
-            [sys.executable, "-m", "ruff", *args, str(path)], capture_output=True, text=True
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("edit", EDITS, ids=list(EDITS))

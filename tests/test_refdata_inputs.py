@@ -8,10 +8,7 @@ way: exit 2, the line named, nothing written and nothing recorded.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from alembic import command
 
 from seed_data.refdata.declared import DeclarationError, load_declared
 from tests.refdata_support import Workspace
@@ -297,33 +294,6 @@ def test_many_problems_are_listed_but_capped(files_workspace: Workspace) -> None
     assert result.err.count("\n") < 50 and "... and 160 more" in result.err
 
 
-def add_hand_written_revision(workspace: Workspace, upgrade_sql: str, downgrade_sql: str) -> None:
-    """A migration that gives a reference table a rule the models do not know, locked."""
-    script = command.revision(workspace.config(), message="rules made by hand")
-    assert script is not None
-    Path(script.path).write_text(
-        f'''"""rules made by hand"""
-
-from alembic import op
-
-revision = {script.revision!r}
-down_revision = {script.down_revision!r}
-branch_labels = None
-depends_on = None
-
-
-def upgrade() -> None:
-    op.execute({upgrade_sql!r})
-
-
-def downgrade() -> None:
-    op.execute({downgrade_sql!r})
-''',
-        encoding="utf-8",
-    )
-    assert workspace.refdata("lock").code == 0
-
-
 # case -> (migration adding the rule, or None; edit; the text whose line is named; message)
 DATABASE_RULES = {
     "CHECK constraint": (
@@ -368,7 +338,7 @@ def test_rows_the_database_refuses_are_named_before_anything_is_written(
 ) -> None:
     migration, (table, old, new), at, message = DATABASE_RULES[case]
     if migration:
-        add_hand_written_revision(workspace, *migration)
+        workspace.add_revision("rules made by hand", *migration)
     lock_before = workspace.lock.read_text()
     versions_before = sorted(workspace.versions.glob("*.py"))
     workspace.edit(table, old, new)
@@ -386,8 +356,8 @@ def test_a_failure_only_the_migration_meets_is_named_and_nothing_is_written(
     workspace: Workspace,
 ) -> None:
     """A rule the row check cannot see (a trigger on DELETE) stops the proof instead."""
-    add_hand_written_revision(
-        workspace,
+    workspace.add_revision(
+        "faqs are never deleted",
         "CREATE FUNCTION keep_faqs() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
         "RAISE EXCEPTION 'FAQs are retired, never deleted'; END $$; CREATE TRIGGER keep_faqs "
         "BEFORE DELETE ON faqs FOR EACH ROW EXECUTE FUNCTION keep_faqs()",

@@ -16,14 +16,12 @@ from __future__ import annotations
 import argparse
 import configparser
 import logging
-import signal
 import sys
 import tempfile
 import unicodedata
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from types import FrameType
 from typing import NoReturn
 
 import sqlalchemy as sa
@@ -53,20 +51,12 @@ from seed_data.refdata.lock import check_lock, lock_file, record, versions_dir
 from seed_data.refdata.migration import TablePlan, plan
 from seed_data.refdata.revision import build, prove, write
 from seed_data.refdata.rules import rule_problems
+from seed_data.refdata.signals import Interrupted, stop_signals_deferred, stop_signals_raise
 from seed_data.refdata.state import read_rows, scratch_database
 from seed_data.refdata.tables import reference_tables
 
 EXIT_OK, EXIT_DRIFT, EXIT_BAD_INPUT = 0, 1, 2
 SHOWN_PROBLEMS = 40
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-class Interrupted(BaseException):
-    """Ctrl-C or SIGTERM, raised where the program is so that ``finally`` blocks clean up."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
 
 
 class _Parser(argparse.ArgumentParser):
@@ -109,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    with _stop_signals_raise(), _quiet_alembic():
+    with stop_signals_raise(), _quiet_libraries():
         try:
             config, location = _config(args.config)
             if args.command == "lock":
@@ -133,46 +123,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "nothing was left half-written",
                 file=sys.stderr,
             )
-            return 128 + stop.signum
+            return stop.exit_status
 
 
 @contextmanager
-def _stop_signals_raise() -> Iterator[None]:
-    """Turn Ctrl-C and SIGTERM into Interrupted; a second one waits for the cleanup."""
-
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        for number in STOP_SIGNALS:
-            signal.signal(number, signal.SIG_IGN)
-        raise Interrupted(signum)
-
-    previous = {number: signal.signal(number, stop) for number in STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-
-
-@contextmanager
-def _stop_signals_deferred() -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM back while files are written, so that both or neither are."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-
-
-@contextmanager
-def _quiet_alembic() -> Iterator[None]:
-    """No INFO lines from alembic's runs in the scratch database: only our own output."""
-    logger = logging.getLogger("alembic")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
+def _quiet_libraries() -> Iterator[None]:
+    """Only our own output: no INFO lines from alembic's runs in the scratch database, and
+    no logged traceback when Ctrl-C lands while SQLAlchemy closes a connection (it logs,
+    then re-raises; our one line says what happened)."""
+    levels = {"alembic": logging.WARNING, "sqlalchemy.pool": logging.CRITICAL}
+    loggers = {logging.getLogger(name): level for name, level in levels.items()}
+    previous = {logger: logger.level for logger in loggers}
+    for logger, level in loggers.items():
         logger.setLevel(level)
+    try:
+        yield
+    finally:
+        for logger, level in previous.items():
+            logger.setLevel(level)
 
 
 def _config(path: Path) -> tuple[Config, Path]:
@@ -185,7 +153,8 @@ def _config(path: Path) -> tuple[Config, Path]:
     try:
         location = config.get_main_option("script_location")
     except (configparser.Error, UnicodeDecodeError) as error:
-        raise BadInput(f"--config {path} is not a readable alembic.ini: {error}") from None
+        said = str(error).splitlines()[0]
+        raise BadInput(f"--config {path} is not a readable alembic.ini ({said})") from None
     if not location:
         raise BadInput(f"--config {path} has no script_location in [alembic]: not an alembic.ini?")
     return config, Path(load_script(config).dir)
@@ -240,7 +209,7 @@ def _revision(args: argparse.Namespace, config: Config, location: Path) -> int:
             candidate = build(config, Path(workdir), message, plans)
             prove(config, engine, candidate, plans, head_rows, declared)
     print(describe(diffs, "head", "files"))
-    with _stop_signals_deferred():
+    with stop_signals_deferred():
         path = write(versions_dir(location), candidate)
         record(location)
         print(

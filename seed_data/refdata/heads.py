@@ -36,7 +36,7 @@ def load_script(config: Config) -> ScriptDirectory:
         script = ScriptDirectory.from_config(config)
         script.get_heads()  # loads every revision file, so a broken one fails here
     except (CommandError, RevisionError) as error:
-        raise BadInput(f"cannot read the revisions: {error}") from None
+        raise BadInput(f"cannot read the revisions: {' '.join(str(error).split())}") from None
     except SyntaxError as error:
         raise BadInput(f"{error.filename}:{error.lineno}: not valid Python: {error.msg}") from None
     except Exception as error:  # a revision file that fails on import, whatever it raises

@@ -97,8 +97,8 @@ def _compare(
     if gaps:
         problems.append(
             f"{shown} lacks what head has (changed outside the migrations): "
-            f"{'; '.join(gaps.values())}. Restore it as the migrations made it; its rows "
-            "were not compared"
+            f"{'; '.join(gaps.values())}. Restore it as the migrations made it (rows of "
+            "those tables were not compared)"
         )
     whole = tuple(t for t in tables if t.name not in gaps)
     if diffs := diff_all(whole, head_rows, read_rows(conn, whole)):
@@ -109,15 +109,11 @@ def _compare(
     for table in whole:
         removed = sorted(set(head_rows[table.name]) - set(declared[table.name]))
         if removed and (uses := references(conn, table, removed)):
-            advice = (
-                "keep it declared and retire it (is_active: false) instead"
-                if table.can_retire
-                else "keep it declared"
-            )
+            retire = " and retire them (is_active: false) instead" if table.can_retire else ""
             problems.append(
                 f"the declared files remove {table.name} rows that {shown} still uses "
                 f"({'; '.join(uses)}): a revision deleting them would stop during the "
-                f"upgrade. {advice[0].upper()}{advice[1:]}, or re-point those rows first"
+                f"upgrade. Keep them declared{retire}, or re-point those rows first"
             )
     return problems
 

@@ -18,10 +18,11 @@ from alembic.util import CommandError
 from sqlalchemy.engine import URL
 
 from seed_data.db import redact
-from seed_data.db_errors import first_line
+from seed_data.db_errors import classify, first_line
 from seed_data.models import Base
 from seed_data.refdata.declared import Rows
 from seed_data.refdata.errors import BadInput, database_refusal
+from seed_data.refdata.signals import stop_signals_deferred
 from seed_data.refdata.tables import RefTable
 
 SCRATCH_PREFIX = "refdata_scratch_"
@@ -92,19 +93,24 @@ def scratch_database(server: URL, config: Config) -> Iterator[sa.Engine]:
                 conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
                 created = True
         except sa.exc.DBAPIError as error:
-            raise database_refusal(
-                f"cannot create a scratch database on {redact(server)} (the role needs "
-                "CREATEDB; --scratch-url picks another server or role)",
-                error,
-                server,
+            failure = classify(error, server)
+            if failure is None or failure.cause != "permission":
+                raise database_refusal(
+                    f"cannot create a scratch database on {redact(server)}", error, server
+                ) from None
+            raise BadInput(
+                f"cannot create a scratch database on {redact(server)}: "
+                f"{first_line(error, server)}: the role needs CREATEDB; grant it, or point "
+                "--scratch-url at a server and role that have it"
             ) from None
         _migrate_to_head(engine, config)
         yield engine
     finally:
-        engine.dispose()
-        if attempted:
-            _drop(admin, name, server, report=created)
-        admin.dispose()
+        with stop_signals_deferred():  # a signal now would leave the database behind
+            engine.dispose()
+            if attempted:
+                _drop(admin, name, server, report=created)
+            admin.dispose()
 
 
 def _migrate_to_head(engine: sa.Engine, config: Config) -> None:
