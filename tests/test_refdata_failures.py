@@ -9,9 +9,10 @@ unusable database and 1 for drift, and nothing written.
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
@@ -25,7 +26,7 @@ from sqlalchemy.engine import URL
 from seed_data.refdata import live
 from seed_data.refdata.state import SCRATCH_PREFIX
 from tests.helpers import insert_account, insert_customer, run_alembic, snapshot_rows
-from tests.refdata_support import UNREACHABLE, Workspace, assert_ruff_clean
+from tests.refdata_support import UNREACHABLE, Result, Workspace, assert_ruff_clean
 from tests.servers import PgServer
 
 PASSWORD = "p@ss w0rd:/?"
@@ -301,35 +302,69 @@ def test_removing_a_row_in_use_is_named_early_and_the_upgrade_says_upgrade(
         assert snapshot_rows(conn) == before, "the failed upgrade must change nothing"
 
 
+def scratch_databases(pg_server: PgServer) -> list[str]:
+    admin = pg_server.engine()
+    with admin.connect() as conn:
+        query = sa.text("SELECT datname FROM pg_database WHERE starts_with(datname, :prefix)")
+        names = list(conn.execute(query, {"prefix": SCRATCH_PREFIX}).scalars())
+    admin.dispose()
+    return names
+
+
+def check_stopped_mid_migration(
+    workspace: Workspace, pg_server: PgServer, stop: Callable[[subprocess.Popen[str]], None]
+) -> Result:
+    """``refdata.py check`` as a process, stopped by ``stop`` while its scratch database
+    is migrated (a revision sleeps there); the scratch database must be gone afterwards."""
+    workspace.add_revision("slow", "SELECT pg_sleep(1.5)", "SELECT 1")
+    assert scratch_databases(pg_server) == []
+    with workspace.process("check") as process:
+        deadline = time.monotonic() + 60
+        while not scratch_databases(pg_server):
+            assert process.poll() is None and time.monotonic() < deadline, "no scratch database"
+            time.sleep(0.02)
+        stop(process)
+        out, err = process.communicate(timeout=60)
+    assert out == ""
+    assert scratch_databases(pg_server) == [], "the scratch database was left behind"
+    return Result(process.returncode, out, err)
+
+
 def test_sigterm_during_check_drops_the_scratch_database(
     workspace: Workspace, pg_server: PgServer
 ) -> None:
-    # A revision that takes a moment, so that the signal lands mid-migration.
-    workspace.add_revision("slow", "SELECT pg_sleep(1.5)", "SELECT 1")
-    admin = pg_server.engine()
-
-    def scratch_databases() -> list[str]:
-        with admin.connect() as conn:
-            query = sa.text("SELECT datname FROM pg_database WHERE starts_with(datname, :prefix)")
-            return list(conn.execute(query, {"prefix": SCRATCH_PREFIX}).scalars())
-
-    assert scratch_databases() == []
-    with workspace.process("check") as process:
-        deadline = time.monotonic() + 60
-        while not scratch_databases():
-            assert process.poll() is None and time.monotonic() < deadline, "no scratch database"
-            time.sleep(0.02)
-        process.send_signal(signal.SIGTERM)
-        out, err = process.communicate(timeout=60)
-    assert out == ""
-    admin.dispose()
-
-    assert process.returncode == 128 + signal.SIGTERM
-    assert one_line(err) == (
+    result = check_stopped_mid_migration(
+        workspace, pg_server, lambda process: process.send_signal(signal.SIGTERM)
+    )
+    assert result.code == 128 + signal.SIGTERM
+    assert one_line(result.err) == (
         "error: interrupted by SIGTERM; the scratch database (if any) was dropped and nothing "
         "was left half-written"
     )
-    assert scratch_databases() == []
+
+
+def test_a_terminated_session_during_check_is_one_line(
+    workspace: Workspace, pg_server: PgServer
+) -> None:
+    def terminate(_process: subprocess.Popen[str]) -> None:
+        # Autocommit: pg_stat_activity is a snapshot within a transaction.
+        admin = pg_server.engine(isolation_level="AUTOCOMMIT")
+        query = sa.text(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE starts_with(datname, :prefix) AND query LIKE '%pg_sleep%'"
+        )
+        deadline = time.monotonic() + 30
+        with admin.connect() as conn:
+            while not conn.execute(query, {"prefix": SCRATCH_PREFIX}).scalar():
+                assert time.monotonic() < deadline, "the slow revision never ran"
+                time.sleep(0.02)
+        admin.dispose()
+
+    result = check_stopped_mid_migration(workspace, pg_server, terminate)
+    assert result.code == 2
+    line = one_line(result.err)
+    assert line.startswith("error: cannot migrate a scratch database to head: ")
+    assert "run the command again" in line
 
 
 def test_revision_without_ruff_installed_writes_a_formatted_file(
@@ -352,3 +387,16 @@ def test_revision_without_ruff_installed_writes_a_formatted_file(
     assert result.err == ""
     (generated,) = workspace.new_revision_files()
     assert_ruff_clean(generated)
+
+
+def test_two_revision_runs_at_once_write_one_revision(workspace: Workspace) -> None:
+    workspace.edit("products", "interest_rate: 4.74", "interest_rate: 4.49")
+    first = workspace.process("revision", "-m", "first")
+    second = workspace.process("revision", "-m", "second")
+    results = [process.communicate(timeout=120) for process in (first, second)]
+
+    assert [first.returncode, second.returncode] == [0, 0], results
+    outputs = "".join(out for out, _ in results)
+    assert outputs.count("wrote ") == 1 and outputs.count("nothing to change") == 1, outputs
+    assert len(workspace.new_revision_files()) == 1
+    assert workspace.refdata("check").code == 0

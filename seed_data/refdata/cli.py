@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import configparser
 import logging
+import os
 import sys
 import tempfile
 import unicodedata
@@ -24,6 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
 
+import psycopg2
 import sqlalchemy as sa
 from alembic.config import Config
 from sqlalchemy.engine import URL
@@ -35,6 +37,7 @@ from seed_data.db import (
     embedded_database_url,
     normalise_url,
 )
+from seed_data.db_errors import classify, first_line
 from seed_data.enums import LOOKUP_ENUMS
 from seed_data.refdata.declared import (
     REFERENCE_DIR,
@@ -45,6 +48,7 @@ from seed_data.refdata.declared import (
 )
 from seed_data.refdata.diff import describe, diff_all
 from seed_data.refdata.errors import BadInput
+from seed_data.refdata.files import one_writer
 from seed_data.refdata.heads import load_script, single_head
 from seed_data.refdata.live import live_problems
 from seed_data.refdata.lock import check_lock, lock_file, record, versions_dir
@@ -117,6 +121,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         except BadInput as error:
             print(f"error: {error}", file=sys.stderr)
             return EXIT_BAD_INPUT
+        except (sa.exc.DBAPIError, psycopg2.Error) as error:
+            # A server failure outside the steps that give their own context (the session
+            # terminated mid-check, say): still one classified line.
+            url = _given_url(args)
+            failure = classify(error, url)
+            said = failure.message if failure else first_line(error, url)
+            print(f"error: the database failed: {said}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        except OSError as error:
+            where = f"{error.filename}: " if error.filename else ""
+            print(f"error: {where}{error.strerror or error}", file=sys.stderr)
+            return EXIT_BAD_INPUT
         except Interrupted as stop:
             print(
                 f"error: interrupted by {stop}; the scratch database (if any) was dropped and "
@@ -161,7 +177,8 @@ def _config(path: Path) -> tuple[Config, Path]:
 
 
 def _lock(location: Path, args: argparse.Namespace) -> int:
-    written = record(location, tuple(args.rehash), init=args.init)
+    with one_writer(versions_dir(location)):
+        written = record(location, tuple(args.rehash), init=args.init)
     print("\n".join(f"recorded {name}" for name in written) or "nothing new to record")
     return EXIT_OK
 
@@ -193,6 +210,14 @@ def _check(args: argparse.Namespace, config: Config, location: Path) -> int:
 
 def _revision(args: argparse.Namespace, config: Config, location: Path) -> int:
     message = _message(args.message)
+    with one_writer(versions_dir(location)):
+        return _write_revision(args, config, location, message)
+
+
+def _write_revision(args: argparse.Namespace, config: Config, location: Path, message: str) -> int:
+    for directory in (versions_dir(location), location):
+        if not os.access(directory, os.W_OK):
+            raise BadInput(f"cannot write to {directory}: the revision and its lock line go there")
     if unlocked := check_lock(location).problems():
         raise BadInput("fix the revision lock first: " + " ".join(unlocked))
     single_head(load_script(config))
@@ -211,7 +236,11 @@ def _revision(args: argparse.Namespace, config: Config, location: Path) -> int:
     print(describe(diffs, "head", "files"))
     with stop_signals_deferred():
         path = write(versions_dir(location), candidate)
-        record(location)
+        try:
+            record(location)
+        except BaseException:
+            path.unlink()  # both or neither
+            raise
         print(
             "proved on a scratch database: upgrade, downgrade and upgrade again, online and "
             "through --sql, give the declared rows and head's rows back"
@@ -273,6 +302,14 @@ def _scratch_server(args: argparse.Namespace) -> URL:
         return embedded_database_url()
     except DatabaseUrlError as error:
         raise BadInput(str(error)) from None
+
+
+def _given_url(args: argparse.Namespace) -> URL | None:
+    """The URL the user gave (for masking its secrets in an error), if it parses."""
+    try:
+        return normalise_url(args.scratch_url or configured_url() or "")
+    except DatabaseUrlError:
+        return None
 
 
 def _live_url() -> URL:

@@ -133,8 +133,9 @@ def _parking(table: RefTable, start: Rows, end: Rows) -> dict[str, Row]:
         holders = {tuple(row[c] for c in unique.columns): key for key, row in end.items()}
         taken = {row[column] for rows in (start, end) for row in rows.values()}
         for key, row in start.items():
-            holder = holders.get(tuple(row[c] for c in unique.columns))
-            if holder is not None and holder != key:
+            value = tuple(row[c] for c in unique.columns)
+            holder = holders.get(value)
+            if holder is not None and holder != key and None not in value:  # NULLs never clash
                 placeholder = _placeholder(key, table.column(column), taken)
                 taken.add(placeholder)
                 parked.setdefault(key, {})[column] = placeholder
