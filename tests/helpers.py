@@ -13,7 +13,7 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import URL
 
-from seed_data.db import REPO_ROOT
+from seed_data.db import REPO_ROOT, libpq_connection
 
 ALEMBIC_INI = REPO_ROOT / "alembic.ini"
 ALEMBIC_BIN = Path(sys.executable).with_name("alembic")
@@ -156,3 +156,25 @@ def insert_account(
         """),
         {"number": number, "customer": customer, "product": product, "account_type": account_type},
     )
+
+
+def apply_with_psql(bin_dir: Path, engine: sa.Engine, script: Path) -> None:
+    """Run a SQL script with psql, as a DBA would: stop at the first error."""
+    target, env = libpq_connection(engine.url)
+    result = subprocess.run(
+        [
+            str(bin_dir / "psql"),
+            "--no-psqlrc",
+            "--quiet",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-f",
+            str(script),
+            target,
+        ],
+        capture_output=True,
+        text=True,
+        env={**env, "PGCLIENTENCODING": "UTF8"},
+        check=False,
+    )
+    assert result.returncode == 0, f"psql -f {script.name} failed:\n{result.stderr}"

@@ -164,6 +164,12 @@ def downgrade() -> None:
         )
 
 
+def aim_database_url(monkeypatch: pytest.MonkeyPatch, target: sa.Engine | URL) -> None:
+    """Point DATABASE_URL (the database ``check --live`` reads) at ``target``."""
+    url = target.url if isinstance(target, sa.Engine) else target
+    monkeypatch.setenv("DATABASE_URL", url.render_as_string(hide_password=False))
+
+
 def assert_ruff_clean(path: Path) -> None:
     """A generated revision passes the project's lint and format rules as written."""
     for args in (["check"], ["format", "--check"]):

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from alembic import command
 
-from seed_data.db import libpq_connection
-from tests.helpers import config_for, run_alembic, schema_fingerprint, snapshot_rows
+from tests.helpers import (
+    apply_with_psql,
+    config_for,
+    run_alembic,
+    schema_fingerprint,
+    snapshot_rows,
+)
 from tests.servers import PgServer
 
 
@@ -30,34 +34,13 @@ def offline_scripts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
     return scripts
 
 
-def apply_with_psql(pg_server: PgServer, engine: sa.Engine, script: Path) -> None:
-    target, env = libpq_connection(engine.url)
-    result = subprocess.run(
-        [
-            str(pg_server.bin_dir / "psql"),
-            "--no-psqlrc",
-            "--quiet",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-f",
-            str(script),
-            target,
-        ],
-        capture_output=True,
-        text=True,
-        env={**env, "PGCLIENTENCODING": "UTF8"},
-        check=False,
-    )
-    assert result.returncode == 0, f"psql -f {script.name} failed:\n{result.stderr}"
-
-
 def test_offline_upgrade_gives_the_online_schema_and_rows(
     pg_server: PgServer,
     offline_scripts: dict[str, Path],
     engine: sa.Engine,
     head_engine: sa.Engine,
 ) -> None:
-    apply_with_psql(pg_server, engine, offline_scripts["upgrade"])
+    apply_with_psql(pg_server.bin_dir, engine, offline_scripts["upgrade"])
     with engine.connect() as offline, head_engine.connect() as online:
         assert schema_fingerprint(offline) == schema_fingerprint(online)
         assert snapshot_rows(offline) == snapshot_rows(online), (
@@ -70,7 +53,7 @@ def test_offline_downgrade_to_base_leaves_an_empty_schema(
     pg_server: PgServer, offline_scripts: dict[str, Path], engine: sa.Engine
 ) -> None:
     command.upgrade(config_for(engine), "head")
-    apply_with_psql(pg_server, engine, offline_scripts["downgrade"])
+    apply_with_psql(pg_server.bin_dir, engine, offline_scripts["downgrade"])
     with engine.connect() as conn:
         assert snapshot_rows(conn) == {}
         schema = schema_fingerprint(conn)

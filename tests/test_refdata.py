@@ -17,13 +17,13 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
-from seed_data.db import REPO_ROOT, libpq_connection
+from seed_data.db import REPO_ROOT
 from seed_data.refdata.declared import load_declared
 from seed_data.refdata.lock import check_lock, read_lock
 from seed_data.refdata.state import read_rows
 from seed_data.refdata.tables import reference_tables
-from tests.helpers import alembic_env, snapshot_rows
-from tests.refdata_support import Workspace, assert_ruff_clean
+from tests.helpers import alembic_env, apply_with_psql, snapshot_rows
+from tests.refdata_support import Workspace, aim_database_url, assert_ruff_clean
 from tests.servers import PgServer
 from tests.test_project_rules import ALLOWED_IMPORT_ROOTS, imported_roots
 
@@ -195,23 +195,7 @@ def test_generated_revision_is_clean_code_and_renders_offline(
     script = workspace.root / "upgrade.sql"
     script.write_text(buffer.getvalue(), encoding="utf-8")
     command.upgrade(workspace.config(engine), previous)
-    target, env = libpq_connection(engine.url)
-    psql = subprocess.run(
-        [
-            str(pg_server.bin_dir / "psql"),
-            "--no-psqlrc",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-f",
-            str(script),
-            target,
-        ],
-        capture_output=True,
-        text=True,
-        env={**env, "PGCLIENTENCODING": "UTF8"},
-    )
-    assert psql.returncode == 0, psql.stderr
+    apply_with_psql(pg_server.bin_dir, engine, script)
     command.upgrade(workspace.config(head_engine), "head")
     with engine.connect() as offline, head_engine.connect() as online:
         assert snapshot_rows(offline) == snapshot_rows(online)
@@ -255,7 +239,7 @@ def test_a_reordered_jsonb_list_is_drift_in_the_files_and_in_a_live_database(
                 "WHERE code = 'easy_access_saver'"
             )
         )
-    monkeypatch.setenv("DATABASE_URL", head_engine.url.render_as_string(hide_password=False))
+    aim_database_url(monkeypatch, head_engine)
     result = workspace.refdata("check", "--live")
     assert result.code == 1, result.out
     assert "products: 0 to add, 0 to remove, 1 to change (head -> live)" in result.out
@@ -265,7 +249,7 @@ def test_a_reordered_jsonb_list_is_drift_in_the_files_and_in_a_live_database(
 def test_check_live_finds_out_of_band_edits_without_writing(
     workspace: Workspace, head_engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("DATABASE_URL", head_engine.url.render_as_string(hide_password=False))
+    aim_database_url(monkeypatch, head_engine)
     assert workspace.refdata("check", "--live").code == 0
 
     with head_engine.begin() as conn:
@@ -291,7 +275,7 @@ def test_check_live_reports_a_database_behind_head(
 ) -> None:
     behind = ScriptDirectory.from_config(workspace.config()).get_revision("head").down_revision
     command.upgrade(workspace.config(engine), behind)
-    monkeypatch.setenv("DATABASE_URL", engine.url.render_as_string(hide_password=False))
+    aim_database_url(monkeypatch, engine)
     result = workspace.refdata("check", "--live")
     assert result.code == 1
     assert f"is at {behind}, head is" in result.out

@@ -26,7 +26,13 @@ from sqlalchemy.engine import URL
 from seed_data.refdata import live
 from seed_data.refdata.state import SCRATCH_PREFIX
 from tests.helpers import insert_account, insert_customer, run_alembic, snapshot_rows
-from tests.refdata_support import UNREACHABLE, Result, Workspace, assert_ruff_clean
+from tests.refdata_support import (
+    UNREACHABLE,
+    Result,
+    Workspace,
+    aim_database_url,
+    assert_ruff_clean,
+)
 from tests.servers import PgServer
 
 PASSWORD = "p@ss w0rd:/?"
@@ -195,7 +201,7 @@ def test_check_live_without_select_on_alembic_version_is_one_line(
             conn.exec_driver_sql(f"REVOKE SELECT ON alembic_version FROM {role}")
         try:
             url = as_role(head_engine.url, role)
-            monkeypatch.setenv("DATABASE_URL", url.render_as_string(hide_password=False))
+            aim_database_url(monkeypatch, url)
             result = workspace.refdata("check", "--live")
         finally:
             with head_engine.begin() as conn:
@@ -212,7 +218,7 @@ def test_check_live_names_a_column_dropped_out_of_band_and_compares_the_rest(
     with head_engine.begin() as conn:
         conn.exec_driver_sql("ALTER TABLE faqs DROP COLUMN category")
         conn.exec_driver_sql("UPDATE products SET is_active = false WHERE code = 'personal_loan'")
-    monkeypatch.setenv("DATABASE_URL", head_engine.url.render_as_string(hide_password=False))
+    aim_database_url(monkeypatch, head_engine)
     result = workspace.refdata("check", "--live")
     assert result.code == 1, result.err
     assert (
@@ -227,7 +233,7 @@ def test_check_live_on_a_revision_this_checkout_lacks_is_one_line(
 ) -> None:
     with head_engine.begin() as conn:
         conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0123456789ab'")
-    monkeypatch.setenv("DATABASE_URL", head_engine.url.render_as_string(hide_password=False))
+    aim_database_url(monkeypatch, head_engine)
     result = workspace.refdata("check", "--live")
     assert result.code == 2
     assert "is at revision 0123456789ab, which this checkout does not have" in one_line(result.err)
@@ -237,7 +243,7 @@ def test_check_live_waits_briefly_for_a_lock_then_says_so(
     workspace: Workspace, head_engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(live, "LOCK_TIMEOUT", "200ms")
-    monkeypatch.setenv("DATABASE_URL", head_engine.url.render_as_string(hide_password=False))
+    aim_database_url(monkeypatch, head_engine)
     with head_engine.connect() as holder:
         holder.exec_driver_sql("LOCK TABLE products IN ACCESS EXCLUSIVE MODE")
         result = workspace.refdata("check", "--live")
@@ -270,7 +276,7 @@ def test_removing_a_row_in_use_is_named_early_and_the_upgrade_says_upgrade(
     text = products.read_text(encoding="utf-8")
     products.write_text(text[: text.index("- code: tracker_mortgage")].rstrip() + "\n")
 
-    monkeypatch.setenv("DATABASE_URL", head_engine.url.render_as_string(hide_password=False))
+    aim_database_url(monkeypatch, head_engine)
     result = workspace.refdata("check", "--live")
     assert result.code == 1
     assert (

@@ -85,7 +85,7 @@ REFUSED = {
         "faqs",
         "sort_order: 10",
         "sort_order: 010",
-        "sort_order: 010 has a leading zero, which YAML 1.1 reads as octal (octal 8): write 10",
+        "sort_order: 010 has a leading zero (YAML 1.1 reads it as octal 8): write 10",
     ),
     "YAML 1.1 boolean": (
         "faqs",

@@ -32,9 +32,8 @@ def test_a_missing_lock_file_is_said_as_such_and_never_silently_rebuilt(
         assert result.code == 2
         assert result.err == (
             f"error: {files_workspace.lock} is missing: restore it (`git checkout -- "
-            f"versions.sha256` in {files_workspace.lock.parent}), because it records which "
-            "revisions were released; only for a new project, start one with "
-            "`refdata.py lock --init`\n"
+            f"{files_workspace.lock}`), because it records which revisions were released; "
+            "only for a new project, start one with `refdata.py lock --init`\n"
         )
         assert not files_workspace.lock.exists(), "a missing lock must not be re-recorded"
 

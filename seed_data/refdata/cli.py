@@ -48,7 +48,7 @@ from seed_data.refdata.declared import (
 )
 from seed_data.refdata.diff import describe, diff_all
 from seed_data.refdata.errors import BadInput
-from seed_data.refdata.files import one_writer
+from seed_data.refdata.files import one_writer, shown
 from seed_data.refdata.heads import load_script, single_head
 from seed_data.refdata.live import live_problems
 from seed_data.refdata.lock import check_lock, lock_file, record, versions_dir
@@ -245,8 +245,8 @@ def _write_revision(args: argparse.Namespace, config: Config, location: Path, me
             "proved on a scratch database: upgrade, downgrade and upgrade again, online and "
             "through --sql, give the declared rows and head's rows back"
         )
-        print(f"wrote {_shown(path)}")
-        print(f"recorded it in {_shown(lock_file(location))}")
+        print(f"wrote {shown(path)}")
+        print(f"recorded it in {shown(lock_file(location))}")
     for note in _removal_notes(plans):
         print(note)
     print("review it, then run `alembic upgrade head`")
@@ -289,19 +289,22 @@ def _removal_notes(plans: list[TablePlan]) -> list[str]:
     return notes
 
 
-def _shown(path: Path) -> Path:
-    return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
-
-
 def _scratch_server(args: argparse.Namespace) -> URL:
     try:
         if args.scratch_url:
             return normalise_url(args.scratch_url)
         if configured_url() and not getattr(args, "live", False):
             return normalise_url(configured_url())  # type: ignore[arg-type]
-        return embedded_database_url()
     except DatabaseUrlError as error:
         raise BadInput(str(error)) from None
+    try:
+        return embedded_database_url()
+    except Exception as error:  # the embedded server's own failures come in many types
+        said = first_line(error)
+        raise BadInput(
+            f"cannot start the embedded PostgreSQL for a scratch database ({said}); set "
+            "--scratch-url or DATABASE_URL to use another server"
+        ) from None
 
 
 def _given_url(args: argparse.Namespace) -> URL | None:

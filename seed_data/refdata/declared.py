@@ -33,6 +33,7 @@ from yaml.reader import Reader
 from yaml.resolver import BaseResolver
 from yaml.scanner import Scanner
 
+from seed_data.refdata.files import shown
 from seed_data.refdata.tables import RefColumn, RefTable, reference_tables
 
 REFERENCE_DIR = Path(__file__).resolve().parent.parent / "reference"
@@ -110,7 +111,10 @@ class _Composer(Reader, Scanner, Parser, Composer, _Resolver):
 
 @dataclass
 class _File:
-    rows: Rows = field(default_factory=dict)
+    rows: Rows = field(default_factory=dict)  # the rows with no problem at all
+    # Every declared row's valid values: uniqueness and references are checked on these, so
+    # that one bad value neither hides the row's other mistakes nor cascades into others.
+    values: Rows = field(default_factory=dict)
     origins: dict[str, Origin] = field(default_factory=dict)
     keys: set[str] = field(default_factory=set)  # every key declared, valid row or not
     loaded: bool = False  # the file parsed as a list of rows
@@ -118,6 +122,7 @@ class _File:
 
 def load_declared(directory: Path = REFERENCE_DIR) -> Declared:
     """Every reference table's declared rows, validated; raise DeclarationError if any is wrong."""
+    directory = shown(directory)
     if not directory.is_dir():
         what = "is not a directory" if directory.exists() else "does not exist"
         raise DeclarationError([f"{directory}: {what} (expected the declared reference files)"])
@@ -261,6 +266,7 @@ def _load_row(
     out.origins[key] = Origin(path, line, lines)
     if len(problems) == before:
         out.rows[key] = row
+    out.values[key] = row
 
 
 def read_value(column: RefColumn, node: yaml.Node) -> tuple[Any, str | None, yaml.Node]:
@@ -368,10 +374,8 @@ def _number(text: str, kind: sa.Numeric | sa.Integer) -> tuple[Any, str | None]:
     ):
         return None, f"{text}: write the number without underscores ({text.replace('_', '')})"
     if re.fullmatch(r"[-+]?0[0-9]+", text):
-        octal = f" (octal {int(text, 8)})" if re.fullmatch(r"[-+]?0[0-7]+", text) else ""
-        return None, (
-            f"{text} has a leading zero, which YAML 1.1 reads as octal{octal}: write {int(text)}"
-        )
+        read = f"octal {int(text, 8)}" if re.fullmatch(r"[-+]?0[0-7]+", text) else "text"
+        return None, f"{text} has a leading zero (YAML 1.1 reads it as {read}): write {int(text)}"
     if whole and WHOLE.fullmatch(text):
         return _integer(int(text), kind)
     if not whole and DECIMAL.fullmatch(text):
@@ -413,10 +417,10 @@ def _unique_problems(table: RefTable, file: _File) -> list[str]:
     problems = []
     for unique in table.uniques:
         seen: dict[tuple[Any, ...], str] = {}
-        for key, row in file.rows.items():
+        for key, row in file.values.items():
+            if any(row.get(c) is None for c in unique.columns):
+                continue  # not given validly, or NULL: NULLs never collide in a UNIQUE constraint
             values = tuple(_comparable(row[c]) for c in unique.columns)
-            if any(v is None for v in values):
-                continue  # NULLs never collide in a UNIQUE constraint
             if values in seen:
                 first = file.origins[seen[values]].line_of(unique.columns[0])
                 shown = ", ".join(f"{c} {row[c]!r}" for c in unique.columns)
@@ -439,7 +443,7 @@ def _reference_problems(table: RefTable, files: dict[str, _File]) -> list[str]:
         target = files.get(column.references or "")
         if target is None or not target.loaded:
             continue  # the referenced file is already reported as unreadable
-        for key, row in files[table.name].rows.items():
+        for key, row in files[table.name].values.items():
             value = row.get(column.name)
             if value is not None and value not in target.keys:
                 problems.append(

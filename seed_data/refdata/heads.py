@@ -15,6 +15,7 @@ from alembic.script.revision import RevisionError
 from alembic.util import CommandError
 
 from seed_data.refdata.errors import BadInput
+from seed_data.refdata.files import shown
 
 
 class MultipleHeads(BadInput):
@@ -23,7 +24,7 @@ class MultipleHeads(BadInput):
     def __init__(self, location: Path, heads: list[str], files: list[str]) -> None:
         listed = ", ".join(f"{head} ({name})" for head, name in zip(heads, files, strict=True))
         super().__init__(
-            f"{location / 'versions'} has {len(heads)} heads: {listed}; two branches each "
+            f"{shown(location / 'versions')} has {len(heads)} heads: {listed}; two branches each "
             'added a revision on the same parent. Run `alembic merge heads -m "merge"`, '
             "then `refdata.py lock`"
         )

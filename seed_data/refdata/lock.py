@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from seed_data.refdata.errors import BadInput
-from seed_data.refdata.files import write_atomically
+from seed_data.refdata.files import shown, write_atomically
 
 LOCK_NAME = "versions.sha256"
 LOCK_LINE = re.compile(r"(?P<digest>[0-9a-fA-F]{64}) [ *](?P<name>[^/\\]+\.py)")
@@ -63,7 +63,7 @@ def versions_dir(script_location: Path) -> Path:
 
 
 def lock_file(script_location: Path) -> Path:
-    return script_location / LOCK_NAME
+    return shown(script_location / LOCK_NAME)
 
 
 def checksums(script_location: Path) -> dict[str, str]:
@@ -80,9 +80,9 @@ def read_lock(script_location: Path) -> dict[str, str]:
         text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise LockError(
-            f"{path} is missing: restore it (`git checkout -- {path.name}` in "
-            f"{path.parent}), because it records which revisions were released; only for a "
-            "new project, start one with `refdata.py lock --init`"
+            f"{path} is missing: restore it (`git checkout -- {path}`), because it records "
+            "which revisions were released; only for a new project, start one with "
+            "`refdata.py lock --init`"
         ) from None
     except OSError as error:
         raise LockError(f"{path}: cannot read the lock file ({error.strerror})") from None

@@ -176,8 +176,8 @@ def render(revision: Revision, plans: list[TablePlan]) -> str:
         "\n\n".join([_header(revision), "\n".join(imports), "\n".join(identifiers)]),
         *([JSONB_LIST.strip()] if uses_jsonb else []),
         "\n".join(_table(p) for p in plans) + "\n\n" + constants,
-        _function("upgrade", f"Apply {revision.message}.", _upgrade_steps(plans)),
-        _function("downgrade", f"Unapply {revision.message}.", _downgrade_steps(plans)),
+        _function("upgrade", f"Apply {revision.message}.", _steps(plans, "upgrade")),
+        _function("downgrade", f"Unapply {revision.message}.", _steps(plans, "downgrade")),
         *([UPDATE_HELPER.strip()] if uses_update else []),
         *([DELETE_HELPER.strip()] if uses_delete else []),
     ]
@@ -202,29 +202,19 @@ def _function(name: str, doc: str, steps: list[str]) -> str:
     return "\n".join([f"def {name}() -> None:", f'{INDENT}"""{docstring_text(doc)}"""', *steps])
 
 
-def _upgrade_steps(plans: list[TablePlan]) -> list[str]:
-    return _steps(plans, "upgrade", park=[p for p in plans if p.parked_on_upgrade])
-
-
-def _downgrade_steps(plans: list[TablePlan]) -> list[str]:
-    return _steps(plans, "downgrade", park=[p for p in plans if p.parked_on_downgrade])
-
-
-def _steps(plans: list[TablePlan], direction: str, park: list[TablePlan]) -> list[str]:
+def _steps(plans: list[TablePlan], direction: str) -> list[str]:
     """Park, insert (parents first), update, delete (children first): see the module doc."""
     upgrading = direction == "upgrade"
     side = "AFTER" if upgrading else "BEFORE"
     inserted, deleted = ("NEW", "REMOVED") if upgrading else ("REMOVED", "NEW")
-
-    def rows(p: TablePlan, kind: str) -> list[Row]:
-        return p.diff.added if kind == "NEW" else p.diff.removed
-
+    rows = {"NEW": lambda p: p.diff.added, "REMOVED": lambda p: p.diff.removed}
+    parked = (lambda p: p.parked_on_upgrade) if upgrading else (lambda p: p.parked_on_downgrade)
     return [
-        *(_call("_update", *_target(p), _name(p, "PARKED"), side) for p in park),
+        *(_call("_update", *_target(p), _name(p, "PARKED"), side) for p in plans if parked(p)),
         *(
             _call("op.bulk_insert", p.table.name, _name(p, inserted))
             for p in plans
-            if rows(p, inserted)
+            if rows[inserted](p)
         ),
         *(
             _call("_update", *_target(p), _name(p, "CHANGED"), side)
@@ -234,7 +224,7 @@ def _steps(plans: list[TablePlan], direction: str, park: list[TablePlan]) -> lis
         *(
             _call("_delete", string(direction), *_target(p), _name(p, deleted))
             for p in reversed(plans)
-            if rows(p, deleted)
+            if rows[deleted](p)
         ),
     ]
 
