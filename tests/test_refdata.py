@@ -7,6 +7,7 @@ files under ``tmp_path`` (tests/refdata_support.py): the repository itself is ne
 from __future__ import annotations
 
 import io
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -173,12 +174,16 @@ def test_generated_revision_is_clean_code_and_renders_offline(
     ]
     for table, old, new in edits:
         workspace.edit(table, old, new)
-    assert workspace.refdata("revision", "-m", 'business banking "2027" \\ go').code == 0
+    message = '"""business""" banking \\ 2027 \u2013 "go"'
+    assert workspace.refdata("revision", "-m", message).code == 0
     (generated,) = workspace.new_revision_files()
 
     text = generated.read_text(encoding="utf-8")
     assert "seed_data" not in text
-    assert '"""Apply business banking "2027" \\\\ go."""' in text
+    assert '"""Apply \\"\\"\\"business\\"\\"\\" banking \\\\ 2027 \\N{EN DASH} "go"."""' in text
+    module = runpy.run_path(str(generated))  # it imports, and its docstrings say the message
+    assert module["upgrade"].__doc__ == f"Apply {message}."
+    assert module["__doc__"].startswith(f"{message}\n\nRevision ID: ")
     # Lookups go in before the product that uses them, and come out after it; rows whose
     # unique name another row takes are parked before anything else happens.
     upgrade = text[text.index("def upgrade") : text.index("def downgrade")]

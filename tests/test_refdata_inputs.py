@@ -39,6 +39,12 @@ REFUSED = {
         "sort_order: '10'}",
         "sort_order: expected a whole number, got the quoted text '10': unquote it",
     ),
+    "non-ASCII digits": (
+        "faqs",
+        "sort_order: 10",
+        "sort_order: \u0661\u0660",
+        "sort_order: expected a whole number, got '\u0661\u0660'",
+    ),
     "float for an integer": (
         "faqs",
         "sort_order: 10",
@@ -378,3 +384,31 @@ def test_a_failure_only_the_migration_meets_is_named_and_nothing_is_written(
     )
     assert sorted(workspace.versions.glob("*.py")) == versions_before
     assert workspace.lock.read_text() == lock_before
+
+
+def test_a_database_that_changes_declared_values_is_refused_by_the_proof(
+    workspace: Workspace,
+) -> None:
+    """A trigger that rewrites values passes the row check but not the proof's comparison."""
+    workspace.add_revision(
+        "questions are shouted",
+        "CREATE FUNCTION shout() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "NEW.question := upper(NEW.question); RETURN NEW; END $$; CREATE TRIGGER shout "
+        "BEFORE UPDATE ON faqs FOR EACH ROW EXECUTE FUNCTION shout()",
+        "DROP TRIGGER shout ON faqs; DROP FUNCTION shout()",
+    )
+    lock_before = workspace.lock.read_text()
+    workspace.edit("faqs", "question: How can I contact the bank?", "question: How do I reach you?")
+
+    result = workspace.refdata("revision", "-m", "never written")
+
+    assert result.code == 2
+    line = line_of(workspace, "faqs", "- slug: contacting-us")
+    assert result.err == (
+        "error: the generated revision leaves other rows than expected after upgrade (faqs "
+        f"contacting-us, declared at {workspace.reference}/faqs.yaml:{line}): something in the "
+        "database changes the values (a trigger, a rule), or this is a bug in refdata.py; "
+        "nothing was written or recorded\n"
+    )
+    assert workspace.lock.read_text() == lock_before
+    assert len(workspace.new_revision_files()) == 1  # only the hand-written one

@@ -94,11 +94,11 @@ def prove(
     def expect(expected: tuple[set[str], dict[str, Rows]], after: str) -> None:
         revisions, rows = state()
         if (revisions, rows) != expected:
-            differ = sorted(t for t in rows if rows[t] != expected[1].get(t))
             raise BadInput(
-                f"the generated revision leaves different rows than expected after {after} "
-                f"(in {', '.join(differ) or 'alembic_version'}); this is a bug in refdata.py: "
-                "nothing was written or recorded"
+                f"the generated revision leaves other rows than expected after {after} "
+                f"({_first_difference(revisions, rows, expected, declared)}): something in the "
+                "database changes the values (a trigger, a rule), or this is a bug in "
+                "refdata.py; nothing was written or recorded"
             )
 
     before = ({head}, head_rows)
@@ -121,6 +121,24 @@ def prove(
         except Exception as error:  # generated code: whatever it raises is a refusal
             raise _refusal(error, doing, engine, plans, declared) from None
         expect(expected, doing)
+
+
+def _first_difference(
+    revisions: set[str],
+    rows: dict[str, Rows],
+    expected: tuple[set[str], dict[str, Rows]],
+    declared: Declared,
+) -> str:
+    """Where the database and the expectation first differ, as a reader can find it."""
+    if revisions != expected[0]:
+        return f"alembic_version is {', '.join(sorted(revisions))}"
+    for table, have in rows.items():
+        want = expected[1].get(table, {})
+        for key in sorted(have.keys() | want.keys()):
+            if have.get(key) != want.get(key):
+                where = declared.where(table, key) if (table, key) in declared.origins else None
+                return f"{table} {key}" + (f", declared at {where}" if where else "")
+    return "no row differs"
 
 
 def _offline_sql(config: Config, location: Path, direction: str, span: str) -> str:
