@@ -412,3 +412,16 @@ def test_a_database_that_changes_declared_values_is_refused_by_the_proof(
     )
     assert workspace.lock.read_text() == lock_before
     assert len(workspace.new_revision_files()) == 1  # only the hand-written one
+
+
+def test_a_raw_control_character_in_a_file_is_named(files_workspace: Workspace) -> None:
+    path = files_workspace.reference / "message_roles.yaml"
+    data = path.read_bytes().replace(b"label: Agent", b"label: Ag\x00ent")
+    path.write_bytes(data)
+    line = data[: data.index(b"\x00")].count(b"\n") + 1
+    result = files_workspace.refdata("check")
+    assert result.code == 2
+    assert (
+        f"message_roles.yaml:{line}: not valid YAML: the control character U+0000 is not "
+        "allowed in a YAML file: remove it" in result.err
+    )

@@ -166,8 +166,8 @@ def _load_file(path: Path, table: RefTable, problems: list[str]) -> _File:
     except yaml.reader.ReaderError as error:
         line = text[: error.position].count("\n") + 1
         problems.append(
-            f"{path}:{line}: not valid YAML: the character U+{error.character:04X} is not "
-            "allowed in a YAML file (write it as an escape in a double-quoted string)"
+            f"{path}:{line}: not valid YAML: the control character U+{error.character:04X} "
+            "is not allowed in a YAML file: remove it"
         )
         return result
     except yaml.MarkedYAMLError as error:

@@ -77,4 +77,6 @@ def _describe(table: sa.Table) -> RefTable:
         for i in table.indexes
         if i.unique and i.columns
     ]
-    return RefTable(table.name, key.name, tuple(columns), tuple(sorted(uniques, key=str)))
+    return RefTable(
+        table.name, key.name, tuple(columns), tuple(sorted(uniques, key=lambda u: u.name))
+    )
