@@ -358,60 +358,54 @@ def test_rows_the_database_refuses_are_named_before_anything_is_written(
     assert workspace.lock.read_text() == lock_before
 
 
+# Rules the row check cannot see, so the proof meets them: case -> (migration adding the
+# rule, undoing it; edit; the row whose line is named; the refusal, with {where} for it).
+PROOF_FAILURES = {
+    "a trigger forbids deleting": (
+        (
+            "CREATE FUNCTION keep_faqs() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "RAISE EXCEPTION 'FAQs are retired, never deleted'; END $$; CREATE TRIGGER "
+            "keep_faqs BEFORE DELETE ON faqs FOR EACH ROW EXECUTE FUNCTION keep_faqs()",
+            "DROP TRIGGER keep_faqs ON faqs; DROP FUNCTION keep_faqs()",
+        ),
+        ("- slug: mobile-app", "- slug: mobile-app-v2"),
+        "- slug: mobile-app-v2",
+        "the generated revision fails on the scratch database (upgrade): {where}, faqs "
+        "mobile-app (removed): FAQs are retired, never deleted; nothing was written or recorded",
+    ),
+    "a trigger rewrites values": (
+        (
+            "CREATE FUNCTION shout() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "NEW.question := upper(NEW.question); RETURN NEW; END $$; CREATE TRIGGER shout "
+            "BEFORE UPDATE ON faqs FOR EACH ROW EXECUTE FUNCTION shout()",
+            "DROP TRIGGER shout ON faqs; DROP FUNCTION shout()",
+        ),
+        ("question: How can I contact the bank?", "question: How do I reach you?"),
+        "- slug: contacting-us",
+        "the generated revision leaves other rows than expected after upgrade (faqs "
+        "contacting-us, declared at {where}): something in the database changes the values "
+        "(a trigger, a rule), or this is a bug in refdata.py; nothing was written or recorded",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", PROOF_FAILURES, ids=list(PROOF_FAILURES))
 def test_a_failure_only_the_migration_meets_is_named_and_nothing_is_written(
-    workspace: Workspace,
+    workspace: Workspace, case: str
 ) -> None:
-    """A rule the row check cannot see (a trigger on DELETE) stops the proof instead."""
-    workspace.add_revision(
-        "faqs are never deleted",
-        "CREATE FUNCTION keep_faqs() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-        "RAISE EXCEPTION 'FAQs are retired, never deleted'; END $$; CREATE TRIGGER keep_faqs "
-        "BEFORE DELETE ON faqs FOR EACH ROW EXECUTE FUNCTION keep_faqs()",
-        "DROP TRIGGER keep_faqs ON faqs; DROP FUNCTION keep_faqs()",
-    )
+    migration, (old, new), at, message = PROOF_FAILURES[case]
+    workspace.add_revision("rules made by hand", *migration)
     lock_before = workspace.lock.read_text()
     versions_before = sorted(workspace.versions.glob("*.py"))
-    workspace.edit("faqs", "- slug: mobile-app", "- slug: mobile-app-v2")
+    workspace.edit("faqs", old, new)
 
     result = workspace.refdata("revision", "-m", "never written")
 
     assert result.code == 2
-    line = line_of(workspace, "faqs", "- slug: mobile-app-v2")
-    assert result.err == (
-        "error: the generated revision fails on the scratch database (upgrade): "
-        f"{workspace.reference}/faqs.yaml:{line}, faqs mobile-app (removed): "
-        "FAQs are retired, never deleted; nothing was written or recorded\n"
-    )
+    where = f"{workspace.reference}/faqs.yaml:{line_of(workspace, 'faqs', at)}"
+    assert result.err == f"error: {message.format(where=where)}\n"
     assert sorted(workspace.versions.glob("*.py")) == versions_before
     assert workspace.lock.read_text() == lock_before
-
-
-def test_a_database_that_changes_declared_values_is_refused_by_the_proof(
-    workspace: Workspace,
-) -> None:
-    """A trigger that rewrites values passes the row check but not the proof's comparison."""
-    workspace.add_revision(
-        "questions are shouted",
-        "CREATE FUNCTION shout() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-        "NEW.question := upper(NEW.question); RETURN NEW; END $$; CREATE TRIGGER shout "
-        "BEFORE UPDATE ON faqs FOR EACH ROW EXECUTE FUNCTION shout()",
-        "DROP TRIGGER shout ON faqs; DROP FUNCTION shout()",
-    )
-    lock_before = workspace.lock.read_text()
-    workspace.edit("faqs", "question: How can I contact the bank?", "question: How do I reach you?")
-
-    result = workspace.refdata("revision", "-m", "never written")
-
-    assert result.code == 2
-    line = line_of(workspace, "faqs", "- slug: contacting-us")
-    assert result.err == (
-        "error: the generated revision leaves other rows than expected after upgrade (faqs "
-        f"contacting-us, declared at {workspace.reference}/faqs.yaml:{line}): something in the "
-        "database changes the values (a trigger, a rule), or this is a bug in refdata.py; "
-        "nothing was written or recorded\n"
-    )
-    assert workspace.lock.read_text() == lock_before
-    assert len(workspace.new_revision_files()) == 1  # only the hand-written one
 
 
 def test_a_raw_control_character_in_a_file_is_named(files_workspace: Workspace) -> None:
