@@ -93,7 +93,10 @@ OPTIONS: tuple[Option, ...] = (
 
 
 def parse_duration(text: str) -> int:
-    """``"500ms"``, ``"2s"``, ``"1.5min"``, ``"1h"`` in milliseconds; a unit is required."""
+    """``"500ms"``, ``"2s"``, ``"1.5min"``, ``"1h"`` in milliseconds; a unit is required
+    (a bare ``500`` would mean milliseconds to PostgreSQL and seconds to most people)."""
+    if text.strip() == "0":
+        return 0
     match = _DURATION.match(text)
     if not match:
         raise ValueError("expected a number with a unit: 500ms, 2s, 5min or 1h")
@@ -197,15 +200,15 @@ class LockSettings:
 
 
 def _parse_option(option: Option, raw: str, where: str) -> int:
+    text = raw.strip()
     try:
-        value = parse_duration(raw) if option.is_duration else int(raw.strip())
+        value = parse_duration(text) if option.is_duration else int(text)
     except ValueError as error:
         reason = error if option.is_duration else "expected a whole number"
-        if option.zero_allowed and raw.strip() == "0":
-            return 0
         raise SettingsError(f"{where}={raw!r}: {reason}") from None
     if value < 0 or (value == 0 and not option.zero_allowed):
-        raise SettingsError(f"{where}={raw!r}: must be more than zero")
+        forever = " (0 would wait for locks forever)" if option.name.startswith("lock") else ""
+        raise SettingsError(f"{where}={raw!r}: must be more than zero{forever}")
     if not option.is_duration and value > 1_000_000:
         raise SettingsError(f"{where}={raw!r}: at most 1,000,000")
     return value
@@ -236,7 +239,7 @@ class Blocker:
             query = " ".join(self.query.split())
             if len(query) > QUERY_SHOWN:
                 query = query[: QUERY_SHOWN - 3] + "..."
-            parts.append(f"query {query!r}")
+            parts.append(f"query: {query}")
         return scrub(f"pid {self.pid} ({', '.join(parts)})", url)
 
 
