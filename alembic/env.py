@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import select
 from collections.abc import Iterator
 
+import psycopg2.extensions
 from alembic import context
 from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, event, exc, text
@@ -42,6 +44,7 @@ from seed_data.lock_discipline import (
     LockRetry,
     LockSettings,
     SettingsError,
+    StepProgress,
     describe_step,
 )
 from seed_data.models import Base
@@ -121,8 +124,10 @@ def migration_lock(connection: Connection) -> Iterator[None]:
             connection.commit()
 
 
-def failure(error: exc.DBAPIError, url: URL | None, step: object = None) -> CommandError:
-    """One line for a server error: what happened, in which step, and what to do."""
+def failure(
+    error: exc.DBAPIError, url: URL | None, progress: StepProgress | None = None
+) -> CommandError:
+    """One line for a server error: what happened, in which step, what it left, what to do."""
     if sqlstate(error) == REFERENCE_ROW_IN_USE:
         # The guard's message already names the table, keys and referencing rows.
         diag = error.orig.diag
@@ -134,7 +139,9 @@ def failure(error: exc.DBAPIError, url: URL | None, step: object = None) -> Comm
             said += " (for migrations: -x statement_timeout=1min or MIGRATION_STATEMENT_TIMEOUT)"
     else:
         said = f"{first_line(error, url)} (SQLSTATE {sqlstate(error) or 'none'})"
-    return CommandError(f"{describe_step(step)}: {said}")
+    if progress is None:
+        return CommandError(f"{describe_step(None)}: {said}")
+    return CommandError(f"{describe_step(progress.current)}: {said}. {progress.outcome()}.")
 
 
 def run_steps() -> None:
@@ -173,15 +180,64 @@ def run_lock_safe(connection: Connection, engine: Engine, settings: LockSettings
         except GaveUp as gave_up:
             raise CommandError(str(gave_up)) from None
         except exc.DBAPIError as error:
-            raise failure(error, engine.url, retry.progress.current) from error
-        except KeyboardInterrupt:
-            connection.invalidate()  # mid-statement: send nothing more, let the server roll back
+            raise failure(error, engine.url, retry.progress) from error
+        except BaseException as error:
+            if not interrupted(error):
+                raise
+            if not connection.invalidated:
+                connection.invalidate()  # send nothing more; the server rolls back
             raise CommandError(
-                f"{describe_step(retry.progress.current)}: interrupted; run the same command"
-                " again to finish (every step is either rolled back or resumable)"
+                f"{describe_step(retry.progress.current)}: interrupted."
+                f" {retry.progress.outcome()}; run the same command again to finish."
             ) from None
         finally:
             event.remove(connection, "commit", retry.on_commit)
+
+
+def interrupted(error: BaseException | None) -> bool:
+    """Ctrl-C, even when cleaning up after it raised something else (SQLAlchemy does)."""
+    while error is not None:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        error = error.__context__
+    return False
+
+
+def wait_interruptibly(connection: psycopg2.extensions.connection) -> None:
+    """psycopg2's wait callback: Ctrl-C cancels the statement running on the server.
+
+    Like ``psycopg2.extras.wait_select``, except that the interrupt is never swallowed: if
+    the statement ends before the cancel reaches the server, KeyboardInterrupt is raised
+    once it has.
+    """
+    interrupted_here = False
+    while True:
+        try:
+            state = connection.poll()
+            if state == psycopg2.extensions.POLL_OK:
+                break
+            if state == psycopg2.extensions.POLL_READ:
+                select.select([connection.fileno()], [], [])
+            elif state == psycopg2.extensions.POLL_WRITE:
+                select.select([], [connection.fileno()], [])
+        except KeyboardInterrupt:
+            interrupted_here = True
+            connection.cancel()
+    if interrupted_here:
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """Ctrl-C stops a long statement (a CONCURRENTLY build can take minutes) instead of
+    being noticed only when it ends. Process-wide while it lasts, so it is put back
+    afterwards (COPY cannot run in this mode)."""
+    previous = psycopg2.extensions.get_wait_callback()
+    psycopg2.extensions.set_wait_callback(wait_interruptibly)
+    try:
+        yield
+    finally:
+        psycopg2.extensions.set_wait_callback(previous)
 
 
 def run_migrations_online(settings: LockSettings) -> None:
@@ -200,19 +256,23 @@ def run_migrations_online(settings: LockSettings) -> None:
         engine = given or create_engine(poolclass=NullPool)
     except DatabaseUrlError as error:
         raise CommandError(str(error)) from None
-    try:
-        opened = engine.connect()
-    except exc.OperationalError as error:
-        reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
-        raise CommandError(f"cannot connect to {redact(engine.url)}: {reason}") from None
-    with opened as connection:
-        if connection.in_transaction():
-            # An engine-like wrapper handed back a caller's open connection (pytest-alembic's
-            # experimental tests do): that transaction is theirs, as above.
-            run_in_callers_transaction(connection, settings)
-        else:
-            with migration_lock(connection):
-                run_lock_safe(connection, engine, settings)
+    with interruptible():
+        try:
+            opened = engine.connect()
+        except exc.OperationalError as error:
+            reason = first_line(error, engine.url)
+            raise CommandError(f"cannot connect to {redact(engine.url)}: {reason}") from None
+        with opened as connection:
+            if connection.in_transaction():
+                # An engine-like wrapper handed back a caller's open connection (pytest-
+                # alembic's experimental tests do): that transaction is theirs, as above.
+                run_in_callers_transaction(connection, settings)
+                return
+            try:
+                with migration_lock(connection):
+                    run_lock_safe(connection, engine, settings)
+            except exc.DBAPIError as error:  # taking or releasing the deploy lock
+                raise failure(error, engine.url) from error
 
 
 if context.is_offline_mode():

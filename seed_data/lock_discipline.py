@@ -235,6 +235,9 @@ class Blocker:
             if self.transaction_seconds is not None:
                 state += f", transaction open {human_seconds(self.transaction_seconds)}"
             parts.append(state)
+        if self.query and self.query.startswith("autovacuum:"):
+            # It yields only to lock waits longer than deadlock_timeout, which ours are not.
+            parts.append("autovacuum: it ends on its own, or SELECT pg_cancel_backend(pid)")
         if self.query:
             query = " ".join(self.query.split())
             if len(query) > QUERY_SHOWN:
@@ -265,7 +268,8 @@ class BlockerWatch:
         self._engine, self._pid, self._url = engine, pid, url
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._seen: list[Blocker] = []
+        # pid -> (latest view, times seen) during the current attempt.
+        self._seen: dict[int, tuple[Blocker, int]] = {}
         self._waiting_since: float | None = None
         self._last_logged = 0.0
         self.unavailable: str | None = None
@@ -282,11 +286,15 @@ class BlockerWatch:
     def forget(self) -> None:
         """Start a new attempt: what blocked the last one no longer counts."""
         with self._lock:
-            self._seen = []
+            self._seen = {}
 
     def blockers(self) -> list[Blocker]:
+        """Who blocked this attempt. An app query that happened to be running when one look
+        was taken is seen once; a session that holds the lock throughout is seen again."""
         with self._lock:
-            return list(self._seen)
+            seen = sorted(self._seen.values(), key=lambda entry: entry[0].pid)
+        lasting = [blocker for blocker, times in seen if times > 1]
+        return lasting or [blocker for blocker, _ in seen]
 
     def _run(self) -> None:
         try:
@@ -312,9 +320,8 @@ class BlockerWatch:
             self._waiting_since = None
             return
         with self._lock:
-            known = {b.pid: b for b in self._seen}
-            known.update({b.pid: b for b in blockers})
-            self._seen = sorted(known.values(), key=lambda b: b.pid)
+            for blocker in blockers:
+                self._seen[blocker.pid] = (blocker, self._seen.get(blocker.pid, (None, 0))[1] + 1)
         if self._waiting_since is None:
             self._waiting_since = now
         waited = now - self._waiting_since
@@ -341,6 +348,16 @@ class StepProgress:
         if self.steps is None or self.done >= len(self.steps):
             return None
         return self.steps[self.done]
+
+    def outcome(self) -> str:
+        """What a failure of the current step left behind, for the one line that reports it."""
+        if self.commits:
+            said = "Anything this revision committed before it stays, and the next run resumes it"
+        else:
+            said = "This step was rolled back and changed nothing"
+        if self.done:
+            said += f" (the {self.done} step(s) before it stay applied)"
+        return said
 
 
 class GaveUp(Exception):
@@ -459,18 +476,9 @@ class LockRetry:
             )
         else:
             who = "the blocking session ended before it could be seen"
-        if progress.commits:
-            state = (
-                "the parts of this revision committed before the wait stay, and the next run"
-                " resumes it"
-            )
-        else:
-            state = "this step was rolled back and changed nothing"
-        if progress.done:
-            state += f" (the {progress.done} step(s) before it stay applied)"
         return (
             f"{describe_step(progress.current)}: gave up after {attempts} {cause}(s) in"
-            f" {human_seconds(elapsed)}; {who}. {state[0].upper()}{state[1:]}. Let those"
+            f" {human_seconds(elapsed)}; {who}. {progress.outcome()}. Let those"
             " sessions finish or end them (SELECT pg_terminate_backend(pid)), then run the"
             " command again; -x lock_retry_for=10min (or MIGRATION_LOCK_RETRY_FOR) waits longer"
         )

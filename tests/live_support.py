@@ -115,6 +115,31 @@ def kill(process: subprocess.Popen[str]) -> None:
     process.wait(timeout=30)
 
 
+def stop_midway(run: subprocess.Popen[str], how: str, watch: sa.Connection, backend: int) -> None:
+    """Stop a running alembic as an operator might, and wait until its session is gone.
+
+    ``SIGKILL``: the process dies and a DBA ends its session (pg_terminate_backend).
+    ``SIGINT`` (Ctrl-C): it cancels its statement and exits with one line.
+    """
+    if how == "SIGINT":
+        run.send_signal(signal.SIGINT)
+        stdout, stderr = run.communicate(timeout=60)
+        assert run.returncode != 0, "an interrupted migration must not exit 0"
+        assert "Traceback" not in stderr, stderr
+        assert "interrupted" in stdout and "run the same command again" in stdout, stdout
+    else:
+        kill(run)
+        watch.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": backend})
+    wait_for(
+        lambda: (
+            not watch.scalar(
+                sa.text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"), {"pid": backend}
+            )
+        ),
+        "the stopped migration's session to end",
+    )
+
+
 def wait_for(condition: Callable[[], object], what: str, timeout: float = 60) -> object:
     deadline = time.monotonic() + timeout
     while not (result := condition()):

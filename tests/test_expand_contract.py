@@ -29,6 +29,7 @@ from tests.live_support import (
     popen_alembic,
     seed_conversations,
     session,
+    stop_midway,
     wait_for,
     watcher,
 )
@@ -165,9 +166,13 @@ WHEN (OLD.conversation_id = {CONVERSATIONS // 2}) EXECUTE FUNCTION test_pause();
 """
 
 
+STOPS = ["SIGKILL", "SIGINT"]
+
+
 @pytest.mark.slow
-def test_a_backfill_killed_midway_is_finished_by_the_next_upgrade(
-    before_sequence_numbers: sa.Engine,
+@pytest.mark.parametrize("how", STOPS)
+def test_a_backfill_stopped_midway_is_finished_by_the_next_upgrade(
+    before_sequence_numbers: sa.Engine, how: str
 ) -> None:
     engine = before_sequence_numbers
     with engine.begin() as conn:
@@ -183,15 +188,16 @@ def test_a_backfill_killed_midway_is_finished_by_the_next_upgrade(
             backend = wait_for(
                 lambda: migration_backend(watch, "SELECT next_after"), "the backfill to wait"
             )
-        finally:
+        except BaseException:
             kill(run)
-        watch.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": backend})
+            raise
+        stop_midway(run, how, watch, backend)
         pause.execute(sa.text(f"SELECT pg_advisory_unlock({PAUSE_KEY})"))
         pause.commit()
 
     with engine.begin() as conn:
         numbered = conn.scalar(sa.text("SELECT count(sequence_no) FROM messages"))
-        assert 0 < numbered < EXISTING, "the kill should have come midway through the backfill"
+        assert 0 < numbered < EXISTING, "the stop should have come midway through the backfill"
         assert current_revision(conn) == BEFORE_IT
         conn.execute(sa.text("DROP TRIGGER test_pause ON messages; DROP FUNCTION test_pause()"))
         # The previous release keeps writing into the half-done database.
@@ -213,6 +219,7 @@ WHERE indrelid = 'messages'::regclass AND NOT indisvalid
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("how", STOPS)
 @pytest.mark.parametrize(
     ("direction", "target", "build"),
     [
@@ -226,6 +233,7 @@ def test_a_cancelled_index_build_is_rebuilt_by_the_next_run(
     direction: str,
     target: str,
     build: str,
+    how: str,
 ) -> None:
     engine = before_sequence_numbers
     with engine.connect() as conn:
@@ -243,18 +251,10 @@ def test_a_cancelled_index_build_is_rebuilt_by_the_next_run(
         run = popen_alembic(direction, target, url=engine.url)
         try:
             backend = wait_for(lambda: migration_backend(watch, build), f"{build} to wait")
-        finally:
+        except BaseException:
             kill(run)
-        watch.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": backend})
-        wait_for(
-            lambda: (
-                not watch.scalar(
-                    sa.text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"),
-                    {"pid": backend},
-                )
-            ),
-            "the cancelled build's session to end",
-        )
+            raise
+        stop_midway(run, how, watch, backend)
         assert watch.scalars(sa.text(INVALID_INDEXES)).all(), "the kill left no INVALID index"
         report.rollback()
 

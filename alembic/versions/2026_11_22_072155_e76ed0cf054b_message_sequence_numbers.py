@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 from alembic import context, op
+from alembic.util import CommandError
 
 revision: str = "e76ed0cf054b"
 down_revision: str | Sequence[str] | None = "96913cafe93c"
@@ -263,7 +264,7 @@ def number_in_batches(bind: sa.Connection, batch_size: int) -> None:
                 log.info("backfill: %d messages numbered so far", total)
     else:
         if bind.scalar(sa.text(FIRST_UNNUMBERED)) is not None:
-            raise RuntimeError(
+            raise CommandError(
                 "messages without sequence_no keep appearing after"
                 f" {BACKFILL_PASSES} passes: is a writer inserting them under REPEATABLE READ?"
             )
