@@ -4,8 +4,13 @@ before anything runs."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.util import CommandError
 
 from seed_data.lock_discipline import (
     LockSettings,
@@ -13,7 +18,7 @@ from seed_data.lock_discipline import (
     format_ms,
     parse_duration,
 )
-from tests.helpers import current_revision, revision_steps, run_alembic, snapshot_rows
+from tests.helpers import ALEMBIC_INI, current_revision, revision_steps, run_alembic, snapshot_rows
 from tests.live_support import (
     BEFORE_IT,
     SEQUENCE_NUMBERS,
@@ -24,7 +29,6 @@ from tests.live_support import (
     session,
     wait_for,
 )
-from tests.servers import PgServer
 
 STEPS = revision_steps()
 SECRET = "s3cret-Pa55"
@@ -99,22 +103,32 @@ def test_blocked_migration_gives_up_naming_the_blocker_then_succeeds_once_it_end
         assert numbering_problems(conn) == []
 
 
+def succeeds_after_a_retry(
+    engine: sa.Engine, hold: str, *args: str, while_retrying: Callable[[], None] = lambda: None
+) -> None:
+    """Run alembic while a session holds a lock; release it once alembic has retried."""
+    with session(engine, "lock-holder") as holder:
+        holder.execute(sa.text(hold))
+        run = popen_alembic(*args, url=engine.url)
+        try:
+            wait_for(lambda: "retrying in" in run.stderr.readline(), "a lock-timeout retry")
+            while_retrying()
+        except BaseException:
+            kill(run)
+            raise
+        holder.rollback()
+    _, stderr = run.communicate(timeout=120)
+    assert run.returncode == 0, stderr
+
+
 @pytest.mark.slow
 def test_a_step_that_times_out_is_retried_and_succeeds_when_the_blocker_ends(
     before_sequence_numbers: sa.Engine,
 ) -> None:
     engine = before_sequence_numbers
-    with session(engine, "short-report") as report:
-        report.execute(sa.text("SELECT count(*) FROM messages"))
-        run = popen_alembic("-x", "lock_retry_for=1min", "upgrade", "head", url=engine.url)
-        try:
-            wait_for(lambda: "retrying in" in run.stderr.readline(), "a lock-timeout retry")
-        except BaseException:
-            kill(run)
-            raise
-        report.rollback()
-    _, stderr = run.communicate(timeout=120)
-    assert run.returncode == 0, stderr
+    succeeds_after_a_retry(
+        engine, "SELECT count(*) FROM messages", "-x", "lock_retry_for=1min", "upgrade", "head"
+    )
     with engine.connect() as conn:
         assert current_revision(conn) == SEQUENCE_NUMBERS
         assert numbering_problems(conn) == []
@@ -124,24 +138,19 @@ def test_a_step_that_times_out_is_retried_and_succeeds_when_the_blocker_ends(
 def test_a_retry_reruns_only_the_failing_step_of_a_relative_target(head_engine: sa.Engine) -> None:
     # `downgrade -2` from head: the first step commits, the second waits for a row lock
     # and is retried. Re-resolving "-2" then would go two more steps down.
-    expected = STEPS[-3].revision
-    with session(head_engine, "row-holder") as holder:
-        holder.execute(
-            sa.text("SELECT 1 FROM products WHERE code = 'easy_access_saver' FOR UPDATE")
-        )
-        run = popen_alembic("downgrade", "-2", url=head_engine.url)
-        try:
-            wait_for(lambda: "retrying in" in run.stderr.readline(), "a lock-timeout retry")
-            with head_engine.connect() as conn:
-                assert current_revision(conn) == STEPS[-2].revision, "the first step is committed"
-        except BaseException:
-            kill(run)
-            raise
-        holder.rollback()
-    _, stderr = run.communicate(timeout=120)
-    assert run.returncode == 0, stderr
+    def first_step_is_committed() -> None:
+        with head_engine.connect() as conn:
+            assert current_revision(conn) == STEPS[-2].revision
+
+    succeeds_after_a_retry(
+        head_engine,
+        "SELECT 1 FROM products WHERE code = 'easy_access_saver' FOR UPDATE",
+        "downgrade",
+        "-2",
+        while_retrying=first_step_is_committed,
+    )
     with head_engine.connect() as conn:
-        assert current_revision(conn) == expected, "the retry went past the target it was given"
+        assert current_revision(conn) == STEPS[-3].revision, "the retry went past its target"
 
 
 @pytest.mark.parametrize(
@@ -230,15 +239,9 @@ def test_a_caller_may_not_disable_the_lock_timeout() -> None:
 
 
 def test_blocked_caller_transaction_is_not_retried_or_committed(
-    pg_server: PgServer, before_sequence_numbers: sa.Engine
+    before_sequence_numbers: sa.Engine,
 ) -> None:
     """Inside a caller's transaction a lock timeout is the caller's to handle."""
-    from alembic import command
-    from alembic.config import Config
-    from alembic.util import CommandError
-
-    from tests.helpers import ALEMBIC_INI
-
     engine = before_sequence_numbers
     with session(engine, "holder") as holder, engine.connect() as callers:
         holder.execute(sa.text("SELECT count(*) FROM messages"))

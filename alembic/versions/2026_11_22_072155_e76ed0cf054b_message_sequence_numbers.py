@@ -268,6 +268,8 @@ def number_in_batches(bind: sa.Connection, batch_size: int) -> None:
                 "messages without sequence_no keep appearing after"
                 f" {BACKFILL_PASSES} passes: is a writer inserting them under REPEATABLE READ?"
             )
+    if not batches:
+        return  # nothing to number (a new database, or a rerun after the backfill)
     elapsed = time.monotonic() - started
     log.info(
         "backfill: numbered %d messages in %d batches in %.2f s (%.0f rows/s)",
