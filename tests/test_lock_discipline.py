@@ -32,6 +32,7 @@ from tests.live_support import (
 
 STEPS = revision_steps()
 SECRET = "s3cret-Pa55"
+NOWHERE = "postgresql://nobody@127.0.0.1:9/nowhere"
 
 
 @pytest.fixture
@@ -165,21 +166,23 @@ def test_a_retry_reruns_only_the_failing_step_of_a_relative_target(head_engine: 
         (["-x", "batch_size=1.5"], {}, "expected a whole number"),
     ],
 )
-def test_bad_settings_are_refused_before_anything_runs(
-    engine: sa.Engine,
-    monkeypatch: pytest.MonkeyPatch,
-    args: list[str],
-    environ: dict[str, str],
-    complaint: str,
+def test_bad_settings_are_refused_before_connecting(
+    monkeypatch: pytest.MonkeyPatch, args: list[str], environ: dict[str, str], complaint: str
 ) -> None:
     for name, value in environ.items():
         monkeypatch.setenv(name, value)
+    # Nothing listens there: a run that connected before checking would say so instead.
     for mode in ([], ["--sql"]):
-        result = run_alembic(*args, "upgrade", "head", *mode, url=engine.url)
+        result = run_alembic(*args, "upgrade", "head", *mode, url=NOWHERE)
         assert result.returncode != 0
         assert "Traceback" not in result.stderr
         assert complaint in result.stdout, result.stdout + result.stderr
         assert len(failure_lines(result.stdout)) == 1
+
+
+def test_a_refused_run_leaves_the_database_alone(engine: sa.Engine) -> None:
+    result = run_alembic("-x", "lock_timeout=0", "upgrade", "head", url=engine.url)
+    assert result.returncode != 0
     with engine.connect() as conn:
         assert current_revision(conn) is None, "a refused run must not touch the database"
 
