@@ -51,44 +51,20 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class Option:
-    name: str  # the -x key
-    env: str  # the environment variable
-    default: int  # milliseconds, or a count
+    """A setting's -x name and environment variable; the defaults are LockSettings'."""
+
+    name: str
+    env: str
     is_duration: bool = True
     zero_allowed: bool = False
-    help: str = ""
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option(
-        "lock_timeout", "MIGRATION_LOCK_TIMEOUT", 100, help="lock wait allowed on the first attempt"
-    ),
-    Option(
-        "lock_timeout_max",
-        "MIGRATION_LOCK_TIMEOUT_MAX",
-        800,
-        help="the longest lock wait of any attempt: how long app queries may queue behind us",
-    ),
-    Option(
-        "lock_retry_for",
-        "MIGRATION_LOCK_RETRY_FOR",
-        180_000,
-        help="how long one step keeps retrying before it gives up",
-    ),
-    Option(
-        "statement_timeout",
-        "MIGRATION_STATEMENT_TIMEOUT",
-        15_000,
-        zero_allowed=True,
-        help="longest statement (0: none); CONCURRENTLY builds and backfills are exempt",
-    ),
-    Option(
-        "batch_size",
-        "MIGRATION_BATCH_SIZE",
-        1000,
-        is_duration=False,
-        help="units a batched data migration handles per transaction",
-    ),
+    Option("lock_timeout", "MIGRATION_LOCK_TIMEOUT"),
+    Option("lock_timeout_max", "MIGRATION_LOCK_TIMEOUT_MAX"),
+    Option("lock_retry_for", "MIGRATION_LOCK_RETRY_FOR"),
+    Option("statement_timeout", "MIGRATION_STATEMENT_TIMEOUT", zero_allowed=True),
+    Option("batch_size", "MIGRATION_BATCH_SIZE", is_duration=False),
 )
 
 
@@ -129,11 +105,13 @@ class Attempt:
 
 @dataclass(frozen=True)
 class LockSettings:
-    lock_timeout: int = 100
-    lock_timeout_max: int = 800
-    lock_retry_for: int = 180_000
-    statement_timeout: int = 15_000
-    batch_size: int = 1000
+    """Durations in milliseconds; README, "Deploying to a live database", explains each."""
+
+    lock_timeout: int = 100  # the first attempt's lock wait; doubles on each retry
+    lock_timeout_max: int = 800  # the longest: how long app queries may queue behind us
+    lock_retry_for: int = 180_000  # how long one step keeps retrying
+    statement_timeout: int = 15_000  # 0: none; CONCURRENTLY builds and VALIDATE are exempt
+    batch_size: int = 1000  # what a batched data migration handles per transaction
 
     @classmethod
     def from_sources(
