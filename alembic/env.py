@@ -6,19 +6,27 @@
   step rolls back alone and the steps before it stay applied and recorded.
 * Online runs hold a PostgreSQL advisory lock for the whole run, so two app instances
   deploying at once queue up; the later one then finds nothing to do.
+* Every step runs with a short ``lock_timeout`` and a ``statement_timeout``; a step that
+  times out waiting for a lock is rolled back and retried, and a run that gives up names
+  the sessions in its way (``seed_data.lock_discipline``). ``--sql`` output carries the
+  same settings.
 * A connection handed in by a caller (pytest-alembic, or app code) through
-  ``config.attributes["connection"]`` belongs to the caller: we neither lock nor commit on it.
+  ``config.attributes["connection"]`` belongs to the caller: we neither lock nor commit on
+  it, and revisions take their transactional path (``autocommit_allowed`` is False).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import select
 from collections.abc import Iterator
 
+import psycopg2.extensions
 from alembic import context
 from alembic.util import CommandError
-from sqlalchemy import Connection, exc, text
+from sqlalchemy import Connection, Engine, event, exc, text
+from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
 
 from seed_data.db import (
@@ -27,6 +35,17 @@ from seed_data.db import (
     DatabaseUrlError,
     create_engine,
     redact,
+)
+from seed_data.db_errors import QUERY_CANCELED, classify, first_line, sqlstate
+from seed_data.lock_discipline import (
+    RETRIED_SQLSTATES,
+    BlockerWatch,
+    GaveUp,
+    LockRetry,
+    LockSettings,
+    SettingsError,
+    StepProgress,
+    describe_step,
 )
 from seed_data.models import Base
 
@@ -40,6 +59,8 @@ if config.config_file_name is not None and not config.attributes.get("skip_loggi
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 
+# Shorter than PostgreSQL's deadlock_timeout (1 s), so the deadlock detector never fires.
+ADVISORY_WAIT_SPELL = "200ms"
 COMMON_OPTIONS = {
     "target_metadata": target_metadata,
     "transaction_per_migration": True,
@@ -48,14 +69,26 @@ COMMON_OPTIONS = {
 }
 
 
-def run_migrations_offline() -> None:
+def read_settings() -> LockSettings:
+    """Timeouts and batch size from -x and the environment; refused before anything runs."""
+    try:
+        return LockSettings.from_sources(context.get_x_argument(as_dictionary=True))
+    except SettingsError as error:
+        raise CommandError(str(error)) from None
+
+
+def run_migrations_offline(settings: LockSettings) -> None:
     """Write the SQL to stdout (``alembic upgrade head --sql``); no database is needed."""
     context.configure(
         dialect_name="postgresql",
         literal_binds=True,
         dialect_opts={"paramstyle": "named"},
         **COMMON_OPTIONS,
+        **settings.revision_options(autocommit_allowed=True),
     )
+    # psql does not retry, so every wait may last as long as the longest online attempt.
+    for name, value in settings.session_settings(settings.lock_timeout_max).items():
+        context.execute(f"SET {name} = '{value}'")
     with context.begin_transaction():
         context.run_migrations()
 
@@ -66,7 +99,18 @@ def migration_lock(connection: Connection) -> Iterator[None]:
     got_it = connection.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
     if not got_it:
         log.info("Another migration run holds the lock; waiting for it to finish")
-        connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
+    while not got_it:
+        # Wait in short spells: a session waiting inside one statement holds a snapshot,
+        # and the other run's CREATE INDEX CONCURRENTLY waits for every such snapshot to
+        # end. One long wait would deadlock with it.
+        connection.exec_driver_sql(f"SET LOCAL lock_timeout = '{ADVISORY_WAIT_SPELL}'")
+        try:
+            connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
+            got_it = True
+        except exc.DBAPIError as error:
+            if sqlstate(error) not in RETRIED_SQLSTATES:
+                raise
+            connection.rollback()
     # Session-level locks outlive transactions; end this one so alembic starts its own.
     connection.commit()
     try:
@@ -74,30 +118,132 @@ def migration_lock(connection: Connection) -> Iterator[None]:
     finally:
         if not connection.invalidated:
             connection.rollback()
+            # Our timeouts must not outlive the run on a pooled connection.
+            connection.exec_driver_sql("RESET lock_timeout; RESET statement_timeout")
             connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK_KEY})
             connection.commit()
 
 
-def run_migrations(connection: Connection) -> None:
-    context.configure(connection=connection, **COMMON_OPTIONS)
-    try:
-        with context.begin_transaction():
-            context.run_migrations()
-    except exc.DBAPIError as error:
-        if getattr(error.orig, "pgcode", None) != REFERENCE_ROW_IN_USE:
-            raise
+def failure(
+    error: exc.DBAPIError, url: URL | None, progress: StepProgress | None = None
+) -> CommandError:
+    """One line for a server error: what happened, in which step, what it left, what to do."""
+    if sqlstate(error) == REFERENCE_ROW_IN_USE:
         # The guard's message already names the table, keys and referencing rows.
         diag = error.orig.diag
-        raise CommandError(f"{diag.message_primary}\n{diag.message_hint}") from None
+        return CommandError(f"{diag.message_primary}\n{diag.message_hint}")
+    known = classify(error, url)
+    if known is not None:
+        said = known.message
+        if sqlstate(error) == QUERY_CANCELED and known.cause == "statement timeout":
+            said += " (for migrations: -x statement_timeout=1min or MIGRATION_STATEMENT_TIMEOUT)"
+    else:
+        said = f"{first_line(error, url)} (SQLSTATE {sqlstate(error) or 'none'})"
+    if progress is None:
+        return CommandError(f"{describe_step(None)}: {said}")
+    return CommandError(f"{describe_step(progress.current)}: {said}. {progress.outcome()}.")
 
 
-def run_migrations_online() -> None:
+def run_steps() -> None:
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_in_callers_transaction(connection: Connection, settings: LockSettings) -> None:
+    """The caller's connection: run inside its transaction, never commit, lock or retry."""
+    if not connection.in_transaction():
+        connection.begin()
+    context.configure(
+        connection=connection,
+        **COMMON_OPTIONS,
+        **settings.revision_options(autocommit_allowed=False),
+    )
+    try:
+        run_steps()
+    except exc.DBAPIError as error:
+        raise failure(error, connection.engine.url) from error
+
+
+def run_lock_safe(connection: Connection, engine: Engine, settings: LockSettings) -> None:
+    """Our own connection: per-step timeouts, retries, and blockers named on giving up."""
+    options = {**COMMON_OPTIONS, **settings.revision_options(autocommit_allowed=True)}
+    context.configure(connection=connection, **options)
+    resolve = context.get_context().opts.get("fn")
+    pid = connection.connection.dbapi_connection.get_backend_pid()
+    with BlockerWatch(engine, pid, engine.url) as watch:
+        retry = LockRetry(connection, settings, engine.url, watch)
+        if resolve is not None:
+            context.configure(connection=connection, fn=retry.plan(resolve), **options)
+        event.listen(connection, "commit", retry.on_commit)
+        try:
+            retry.run(run_steps)
+        except GaveUp as gave_up:
+            raise CommandError(str(gave_up)) from None
+        except exc.DBAPIError as error:
+            raise failure(error, engine.url, retry.progress) from error
+        except BaseException as error:
+            if not interrupted(error):
+                raise
+            if not connection.invalidated:
+                connection.invalidate()  # send nothing more; the server rolls back
+            raise CommandError(
+                f"{describe_step(retry.progress.current)}: interrupted."
+                f" {retry.progress.outcome()}; run the same command again to finish."
+            ) from None
+        finally:
+            event.remove(connection, "commit", retry.on_commit)
+
+
+def interrupted(error: BaseException | None) -> bool:
+    """Ctrl-C, even when cleaning up after it raised something else (SQLAlchemy does)."""
+    while error is not None:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        error = error.__context__
+    return False
+
+
+def wait_interruptibly(connection: psycopg2.extensions.connection) -> None:
+    """psycopg2's wait callback: Ctrl-C cancels the statement running on the server.
+
+    Like ``psycopg2.extras.wait_select``, except that the interrupt is never swallowed: if
+    the statement ends before the cancel reaches the server, KeyboardInterrupt is raised
+    once it has.
+    """
+    interrupted_here = False
+    while True:
+        try:
+            state = connection.poll()
+            if state == psycopg2.extensions.POLL_OK:
+                break
+            if state == psycopg2.extensions.POLL_READ:
+                select.select([connection.fileno()], [], [])
+            elif state == psycopg2.extensions.POLL_WRITE:
+                select.select([], [connection.fileno()], [])
+        except KeyboardInterrupt:
+            interrupted_here = True
+            connection.cancel()
+    if interrupted_here:
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """Ctrl-C stops a long statement (a CONCURRENTLY build can take minutes) instead of
+    being noticed only when it ends. Process-wide while it lasts, so it is put back
+    afterwards (COPY cannot run in this mode)."""
+    previous = psycopg2.extensions.get_wait_callback()
+    psycopg2.extensions.set_wait_callback(wait_interruptibly)
+    try:
+        yield
+    finally:
+        psycopg2.extensions.set_wait_callback(previous)
+
+
+def run_migrations_online(settings: LockSettings) -> None:
     given = config.attributes.get("connection")
     if isinstance(given, Connection):
-        # The caller's connection: run inside its transaction, never commit or lock on it.
-        if not given.in_transaction():
-            given.begin()
-        run_migrations(given)
+        run_in_callers_transaction(given, settings)
         return
 
     if given is not None and not callable(getattr(given, "connect", None)):
@@ -110,22 +256,26 @@ def run_migrations_online() -> None:
         engine = given or create_engine(poolclass=NullPool)
     except DatabaseUrlError as error:
         raise CommandError(str(error)) from None
-    try:
-        opened = engine.connect()
-    except exc.OperationalError as error:
-        reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
-        raise CommandError(f"cannot connect to {redact(engine.url)}: {reason}") from None
-    with opened as connection:
-        if connection.in_transaction():
-            # An engine-like wrapper handed back a caller's open connection (pytest-alembic's
-            # experimental tests do): that transaction is theirs, as above.
-            run_migrations(connection)
-        else:
-            with migration_lock(connection):
-                run_migrations(connection)
+    with interruptible():
+        try:
+            opened = engine.connect()
+        except exc.OperationalError as error:
+            reason = first_line(error, engine.url)
+            raise CommandError(f"cannot connect to {redact(engine.url)}: {reason}") from None
+        with opened as connection:
+            if connection.in_transaction():
+                # An engine-like wrapper handed back a caller's open connection (pytest-
+                # alembic's experimental tests do): that transaction is theirs, as above.
+                run_in_callers_transaction(connection, settings)
+                return
+            try:
+                with migration_lock(connection):
+                    run_lock_safe(connection, engine, settings)
+            except exc.DBAPIError as error:  # taking or releasing the deploy lock
+                raise failure(error, engine.url) from error
 
 
 if context.is_offline_mode():
-    run_migrations_offline()
+    run_migrations_offline(read_settings())
 else:
-    run_migrations_online()
+    run_migrations_online(read_settings())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -19,10 +20,12 @@ ALEMBIC_INI = REPO_ROOT / "alembic.ini"
 ALEMBIC_BIN = Path(sys.executable).with_name("alembic")
 
 
-def config_for(engine: sa.Engine) -> Config:
-    """An alembic config that runs env.py against ``engine`` (env.py takes its own lock)."""
+def config_for(engine: sa.Engine, **x_arguments: object) -> Config:
+    """An alembic config that runs env.py against ``engine`` (env.py takes its own lock);
+    ``x_arguments`` are what ``alembic -x name=value`` would pass."""
     config = Config(str(ALEMBIC_INI))
     config.attributes["connection"] = engine
+    config.cmd_opts = argparse.Namespace(x=[f"{k}={v}" for k, v in x_arguments.items()])
     return config
 
 

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 from alembic import command
 
-from tests.helpers import config_for, revision_steps, snapshot_rows
-
-SEQUENCE_NUMBERS, BEFORE_IT = next(
-    (s.revision, s.down_revision)
-    for s in revision_steps()
-    if s.file_stem.endswith("message_sequence_numbers")
-)
+from tests.helpers import config_for, snapshot_rows
+from tests.live_support import BEFORE_IT, SEQUENCE_NUMBERS
 
 # Two conversations; the second one's messages were inserted out of order and two of them
 # share a timestamp, so numbering must follow (sent_at, id), not insertion order alone.
@@ -34,8 +30,12 @@ VALUES (100, 10, 'customer', 'What is my balance?', '2026-03-01 09:00:05+00'),
 """
 
 
-def test_sequence_numbers_are_backfilled_in_display_order(engine: sa.Engine) -> None:
-    config = config_for(engine)
+# One conversation per batch (several commits), and all of them in one.
+@pytest.mark.parametrize("batch_size", [1, 1000])
+def test_sequence_numbers_are_backfilled_in_display_order(
+    engine: sa.Engine, batch_size: int
+) -> None:
+    config = config_for(engine, batch_size=batch_size)
     command.upgrade(config, BEFORE_IT)
     with engine.begin() as conn:
         conn.execute(sa.text(BUSINESS_ROWS))

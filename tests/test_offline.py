@@ -15,6 +15,7 @@ from tests.helpers import (
     schema_fingerprint,
     snapshot_rows,
 )
+from tests.live_support import BEFORE_IT, numbering_problems, seed_conversations
 from tests.servers import PgServer
 
 
@@ -61,3 +62,26 @@ def test_offline_downgrade_to_base_leaves_an_empty_schema(
     # alembic keeps its (now empty) version table after a downgrade to base.
     assert set(leftovers) <= {"columns", "constraints", "indexes"}
     assert all("alembic_version" in item for items in leftovers.values() for item in items)
+
+
+def test_offline_backfill_numbers_rows_as_the_online_upgrade_does(
+    pg_server: PgServer, engine: sa.Engine, tmp_path: Path
+) -> None:
+    # One conversation per batch: psql runs the DO block's COMMIT after each.
+    result = run_alembic("-x", "batch_size=1", "upgrade", f"{BEFORE_IT}:head", "--sql", url=None)
+    assert result.returncode == 0, result.stderr
+    script = tmp_path / "sequence_numbers.sql"
+    script.write_text(result.stdout, encoding="utf-8")
+    with pg_server.database() as online:
+        for target in (engine, online):
+            command.upgrade(config_for(target), BEFORE_IT)
+            with target.begin() as conn:
+                seed_conversations(conn, conversations=8, messages_each=3)
+        command.upgrade(config_for(online), "head")
+        apply_with_psql(pg_server.bin_dir, engine, script)
+        with engine.connect() as offline, online.connect() as live:
+            assert numbering_problems(offline) == []
+            offline_rows, live_rows = snapshot_rows(offline), snapshot_rows(live)
+            for table in ("messages", "alembic_version"):  # customers differ by created_at
+                assert offline_rows[table] == live_rows[table]
+            assert schema_fingerprint(offline) == schema_fingerprint(live)

@@ -1,0 +1,462 @@
+"""Lock discipline for migrations on a live database: timeouts, retries, and who is in the way.
+
+A migration that waits for a lock makes every app query on that table queue behind it. So
+``alembic/env.py`` runs each step (one revision, in its own transaction) with a short
+``lock_timeout``; a step that times out (SQLSTATE 55P03) or deadlocks is rolled back and
+retried with a longer timeout after a growing pause, within a total budget, the way
+GitLab's ``with_lock_retries`` does. While a step runs, a second connection watches the
+migration's backend: once a lock wait has timed out it is too late to ask
+``pg_blocking_pids``, so the sessions in the way are recorded while they still are, and
+the give-up line names them.
+
+Settings come from ``-x name=value`` (``alembic -x lock_retry_for=10min upgrade head``)
+or the environment (``MIGRATION_LOCK_RETRY_FOR=10min``); ``-x`` wins.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL
+
+from seed_data.db import scrub
+from seed_data.db_errors import DEADLOCK, LOCK_NOT_AVAILABLE, first_line, sqlstate
+
+log = logging.getLogger("alembic.env")
+
+# Waits that end in these are retried: the same step, run again, normally succeeds.
+RETRIED_SQLSTATES = {LOCK_NOT_AVAILABLE: "lock timeout", DEADLOCK: "deadlock"}
+# How often the watcher looks at the migration's backend, and how long a wait must last
+# before it is logged (so an operator sees what a long CONCURRENTLY build waits for).
+WATCH_INTERVAL = 0.05
+LOG_WAITS_AFTER = 10.0
+QUERY_SHOWN = 80
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|min|h)\s*$")
+_UNIT_MS = {"ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000}
+
+
+class SettingsError(ValueError):
+    """A timeout or batch setting that cannot be used; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """A setting's -x name and environment variable; the defaults are LockSettings'."""
+
+    name: str
+    env: str
+    is_duration: bool = True
+    zero_allowed: bool = False
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("lock_timeout", "MIGRATION_LOCK_TIMEOUT"),
+    Option("lock_timeout_max", "MIGRATION_LOCK_TIMEOUT_MAX"),
+    Option("lock_retry_for", "MIGRATION_LOCK_RETRY_FOR"),
+    Option("statement_timeout", "MIGRATION_STATEMENT_TIMEOUT", zero_allowed=True),
+    Option("batch_size", "MIGRATION_BATCH_SIZE", is_duration=False),
+)
+
+
+def parse_duration(text: str) -> int:
+    """``"500ms"``, ``"2s"``, ``"1.5min"``, ``"1h"`` in milliseconds; a unit is required
+    (a bare ``500`` would mean milliseconds to PostgreSQL and seconds to most people)."""
+    if text.strip() == "0":
+        return 0
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError("expected a number with a unit: 500ms, 2s, 5min or 1h")
+    return math.ceil(float(match[1]) * _UNIT_MS[match[2]])
+
+
+def format_ms(ms: int) -> str:
+    """Milliseconds as PostgreSQL takes them in ``SET``: ``800ms``, ``15s``, ``3min``."""
+    for unit, size in (("h", 3_600_000), ("min", 60_000), ("s", 1000)):
+        if ms and ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"
+
+
+def human_seconds(seconds: float) -> str:
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes} min {secs} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
+
+
+@dataclass(frozen=True)
+class Attempt:
+    number: int
+    lock_timeout_ms: int
+    pause_after: float  # seconds to wait before the next attempt, if this one times out
+
+
+@dataclass(frozen=True)
+class LockSettings:
+    """Durations in milliseconds; README, "Deploying to a live database", explains each."""
+
+    lock_timeout: int = 100  # the first attempt's lock wait; doubles on each retry
+    lock_timeout_max: int = 800  # the longest: how long app queries may queue behind us
+    lock_retry_for: int = 180_000  # how long one step keeps retrying
+    statement_timeout: int = 15_000  # 0: none; CONCURRENTLY builds and VALIDATE are exempt
+    batch_size: int = 1000  # what a batched data migration handles per transaction
+
+    @classmethod
+    def from_sources(
+        cls, x_arguments: Mapping[str, str], environ: Mapping[str, str] | None = None
+    ) -> LockSettings:
+        """Settings from ``-x`` arguments, then the environment, then the defaults."""
+        environ = os.environ if environ is None else environ
+        known = {option.name: option for option in OPTIONS}
+        unknown = sorted(set(x_arguments) - set(known))
+        if unknown:
+            raise SettingsError(
+                f"unknown -x setting {unknown[0]!r}; known: {', '.join(known)} (see README,"
+                " 'Deploying to a live database')"
+            )
+        values = {}
+        for option in OPTIONS:
+            if option.name in x_arguments:
+                raw, where = x_arguments[option.name], f"-x {option.name}"
+            elif environ.get(option.env, "").strip():
+                raw, where = environ[option.env], option.env
+            else:
+                continue
+            values[option.name] = _parse_option(option, raw, where)
+        settings = cls(**values)
+        if settings.lock_timeout > settings.lock_timeout_max:
+            raise SettingsError(
+                f"lock_timeout ({format_ms(settings.lock_timeout)}) is longer than"
+                f" lock_timeout_max ({format_ms(settings.lock_timeout_max)}); raise"
+                " lock_timeout_max or lower lock_timeout"
+            )
+        return settings
+
+    def attempts(self) -> Iterator[Attempt]:
+        """The retry schedule: lock timeouts double up to the cap, pauses grow to 10 s.
+
+        Pauses are jittered so two deploys retrying against one blocker do not collide.
+        """
+        number, lock_timeout, pause = 1, self.lock_timeout, 0.5
+        while True:
+            yield Attempt(number, lock_timeout, pause * random.uniform(0.5, 1.0))
+            number += 1
+            lock_timeout = min(lock_timeout * 2, self.lock_timeout_max)
+            pause = min(pause * 1.5, 10.0)
+
+    def session_settings(self, lock_timeout_ms: int) -> dict[str, str]:
+        return {
+            "lock_timeout": format_ms(lock_timeout_ms),
+            "statement_timeout": format_ms(self.statement_timeout),
+        }
+
+    def revision_options(self, *, autocommit_allowed: bool) -> dict[str, Any]:
+        """What revisions may read from ``op.get_context().opts``.
+
+        ``autocommit_allowed`` is False inside a caller's transaction: no COMMIT, no
+        CONCURRENTLY there. ``long_lock_timeout`` is for statements no app query queues
+        behind (CONCURRENTLY builds, VALIDATE): they may wait as long as a step retries.
+        """
+        return {
+            "autocommit_allowed": autocommit_allowed,
+            "batch_size": self.batch_size,
+            "long_lock_timeout": format_ms(self.lock_retry_for),
+            **self.session_settings(self.lock_timeout_max),
+        }
+
+
+def _parse_option(option: Option, raw: str, where: str) -> int:
+    text = raw.strip()
+    try:
+        value = parse_duration(text) if option.is_duration else int(text)
+    except ValueError as error:
+        reason = error if option.is_duration else "expected a whole number"
+        raise SettingsError(f"{where}={raw!r}: {reason}") from None
+    if value < 0 or (value == 0 and not option.zero_allowed):
+        forever = " (0 would wait for locks forever)" if option.name.startswith("lock") else ""
+        raise SettingsError(f"{where}={raw!r}: must be more than zero{forever}")
+    if not option.is_duration and value > 1_000_000:
+        raise SettingsError(f"{where}={raw!r}: at most 1,000,000")
+    return value
+
+
+@dataclass(frozen=True)
+class Blocker:
+    """A session the migration's backend was waiting for, as pg_stat_activity showed it."""
+
+    pid: int
+    user: str | None
+    application: str | None
+    state: str | None
+    state_seconds: float | None
+    transaction_seconds: float | None
+    query: str | None
+
+    def describe(self, url: URL | None) -> str:
+        parts = [f"user {self.user or '?'}", f"application {self.application or '-'!r}"]
+        if self.state:
+            state = self.state
+            if self.state_seconds is not None:
+                state += f" for {human_seconds(self.state_seconds)}"
+            if self.transaction_seconds is not None:
+                state += f", transaction open {human_seconds(self.transaction_seconds)}"
+            parts.append(state)
+        if self.query and self.query.startswith("autovacuum:"):
+            # It yields only to lock waits longer than deadlock_timeout, which ours are not.
+            parts.append("autovacuum: it ends on its own, or SELECT pg_cancel_backend(pid)")
+        if self.query:
+            query = " ".join(self.query.split())
+            if len(query) > QUERY_SHOWN:
+                query = query[: QUERY_SHOWN - 3] + "..."
+            parts.append(f"query: {query}")
+        return scrub(f"pid {self.pid} ({', '.join(parts)})", url)
+
+
+WATCH_QUERY = sa.text("""
+    SELECT a.pid, a.usename, a.application_name, a.state,
+           extract(epoch FROM now() - a.state_change)::float8,
+           extract(epoch FROM now() - a.xact_start)::float8,
+           a.query
+    FROM (SELECT wait_event_type FROM pg_stat_activity WHERE pid = :pid) AS migration
+    CROSS JOIN LATERAL unnest(
+        -- pg_blocking_pids takes the lock manager's locks: ask only while we wait on one.
+        CASE WHEN migration.wait_event_type = 'Lock' THEN pg_blocking_pids(:pid) END
+    ) AS blocking(pid)
+    JOIN pg_stat_activity AS a ON a.pid = blocking.pid
+    ORDER BY a.pid
+""")
+
+
+class BlockerWatch:
+    """A thread on a second connection that records who blocks the migration's backend."""
+
+    def __init__(self, engine: sa.Engine, pid: int, url: URL | None) -> None:
+        self._engine, self._pid, self._url = engine, pid, url
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        # pid -> (latest view, times seen) during the current attempt.
+        self._seen: dict[int, tuple[Blocker, int]] = {}
+        self._waiting_since: float | None = None
+        self._last_logged = 0.0
+        self.unavailable: str | None = None
+        self._thread = threading.Thread(target=self._run, name="blocker-watch", daemon=True)
+
+    def __enter__(self) -> BlockerWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def forget(self) -> None:
+        """Start a new attempt: what blocked the last one no longer counts."""
+        with self._lock:
+            self._seen = {}
+
+    def blockers(self) -> list[Blocker]:
+        """Who blocked this attempt. An app query that happened to be running when one look
+        was taken is seen once; a session that holds the lock throughout is seen again."""
+        with self._lock:
+            seen = sorted(self._seen.values(), key=lambda entry: entry[0].pid)
+        lasting = [blocker for blocker, times in seen if times > 1]
+        return lasting or [blocker for blocker, _ in seen]
+
+    def _run(self) -> None:
+        try:
+            connection = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        except sa.exc.DBAPIError as error:
+            # A role at its connection limit, say: the migration still runs, unnamed blockers.
+            self.unavailable = first_line(error, self._url)
+            log.warning("cannot watch for blocking sessions: %s", self.unavailable)
+            return
+        with connection:
+            while not self._stop.wait(WATCH_INTERVAL):
+                try:
+                    rows = connection.execute(WATCH_QUERY, {"pid": self._pid}).all()
+                except sa.exc.DBAPIError as error:
+                    self.unavailable = first_line(error, self._url)
+                    log.warning("stopped watching for blocking sessions: %s", self.unavailable)
+                    return
+                self._record([Blocker(*row) for row in rows])
+
+    def _record(self, blockers: list[Blocker]) -> None:
+        now = time.monotonic()
+        if not blockers:
+            self._waiting_since = None
+            return
+        with self._lock:
+            for blocker in blockers:
+                self._seen[blocker.pid] = (blocker, self._seen.get(blocker.pid, (None, 0))[1] + 1)
+        if self._waiting_since is None:
+            self._waiting_since = now
+        waited = now - self._waiting_since
+        if waited >= LOG_WAITS_AFTER and now - self._last_logged >= LOG_WAITS_AFTER:
+            self._last_logged = now
+            log.info(
+                "waiting %s for a lock held by %s",
+                human_seconds(waited),
+                "; ".join(b.describe(self._url) for b in blockers),
+            )
+
+
+@dataclass
+class StepProgress:
+    """Where a run is: the steps resolved once, how many are done, the current attempt."""
+
+    steps: list[Any] | None = None
+    done: int = 0
+    started: float = field(default_factory=time.monotonic)
+    commits: int = 0
+
+    @property
+    def current(self) -> Any | None:
+        if self.steps is None or self.done >= len(self.steps):
+            return None
+        return self.steps[self.done]
+
+    def outcome(self) -> str:
+        """What a failure of the current step left behind, for the one line that reports it."""
+        if self.commits:
+            said = "Anything this revision committed before it stays, and the next run resumes it"
+        else:
+            said = "This step was rolled back and changed nothing"
+        if self.done:
+            said += f" (the {self.done} step(s) before it stay applied)"
+        return said
+
+
+class GaveUp(Exception):
+    """A step could not get its locks within the retry budget."""
+
+
+def describe_step(step: Any) -> str:
+    if step is None:
+        return "the migration"
+    return str(getattr(step, "short_log", step))  # "upgrade 96913cafe93c -> e76ed0cf054b"
+
+
+class LockRetry:
+    """Runs alembic's steps with per-attempt timeouts and retries only the failing step.
+
+    ``plan`` replaces the command's migration function: it resolves the steps once (so a
+    relative target such as ``downgrade -2`` is not re-resolved after a partial run) and,
+    on a retry, hands alembic only the steps not yet committed.
+    """
+
+    def __init__(
+        self,
+        connection: sa.Connection,
+        settings: LockSettings,
+        url: URL | None,
+        watch: BlockerWatch | None,
+    ) -> None:
+        self._connection, self._settings, self._url, self._watch = (
+            connection,
+            settings,
+            url,
+            watch,
+        )
+        self.progress = StepProgress()
+        self._attempt: Attempt | None = None
+
+    def plan(self, resolve: Callable[[Any, Any], Iterable[Any]]) -> Callable[..., Iterator[Any]]:
+        def steps(heads: Any, migration_context: Any) -> Iterator[Any]:
+            progress = self.progress
+            if progress.steps is None:
+                progress.steps = list(resolve(heads, migration_context))
+            while progress.current is not None:
+                self._before_attempt(migration_context)
+                yield progress.current
+                # Alembic asks for the next step only after committing this one.
+                progress.done += 1
+                progress.started = time.monotonic()
+                progress.commits = 0
+                self._attempt = None
+
+        return steps
+
+    def _before_attempt(self, migration_context: Any) -> None:
+        if self._attempt is None:
+            self._schedule = self._settings.attempts()
+            self._attempt = next(self._schedule)
+        values = self._settings.session_settings(self._attempt.lock_timeout_ms)
+        for name, value in values.items():
+            # Session-level, so it holds across a revision's autocommit blocks; rolled back
+            # with the step when it fails, and set again for the next attempt.
+            self._connection.exec_driver_sql(f"SET {name} = '{value}'")
+        # Revisions that lift the timeouts for a CONCURRENTLY build restore these values.
+        migration_context.opts.update(values)
+        if self._watch is not None:
+            self._watch.forget()
+
+    def on_commit(self, _connection: Any) -> None:
+        self.progress.commits += 1
+
+    def run(self, run_steps: Callable[[], None]) -> None:
+        while True:
+            try:
+                run_steps()
+                return
+            except sa.exc.DBAPIError as error:
+                cause = RETRIED_SQLSTATES.get(sqlstate(error) or "")
+                attempt = self._attempt
+                if cause is None or attempt is None:
+                    raise
+                self._retry_or_give_up(cause, attempt)
+
+    def _retry_or_give_up(self, cause: str, attempt: Attempt) -> None:
+        progress = self.progress
+        elapsed = time.monotonic() - progress.started
+        upcoming = next(self._schedule)
+        budget = self._settings.lock_retry_for / 1000
+        if elapsed + attempt.pause_after + upcoming.lock_timeout_ms / 1000 > budget:
+            raise GaveUp(self.give_up_message(cause, attempt.number, elapsed))
+        blockers = self._blockers_text()
+        log.info(
+            "%s on %s (attempt %d, lock_timeout %s%s); retrying in %.1f s",
+            cause,
+            describe_step(progress.current),
+            attempt.number,
+            format_ms(attempt.lock_timeout_ms),
+            f", blocked by {blockers}" if blockers else "",
+            attempt.pause_after,
+        )
+        time.sleep(attempt.pause_after)
+        self._attempt = upcoming
+
+    def _blockers_text(self) -> str:
+        if self._watch is None:
+            return ""
+        return "; ".join(b.describe(self._url) for b in self._watch.blockers())
+
+    def give_up_message(self, cause: str, attempts: int, elapsed: float) -> str:
+        progress = self.progress
+        blockers = self._blockers_text()
+        if blockers:
+            who = f"blocked by {blockers}"
+        elif self._watch is not None and self._watch.unavailable:
+            who = (
+                f"could not see who holds the lock ({self._watch.unavailable}); look in"
+                " pg_stat_activity and pg_locks"
+            )
+        else:
+            who = "the blocking session ended before it could be seen"
+        return (
+            f"{describe_step(progress.current)}: gave up after {attempts} {cause}(s) in"
+            f" {human_seconds(elapsed)}; {who}. {progress.outcome()}. Let those"
+            " sessions finish or end them (SELECT pg_terminate_backend(pid)), then run the"
+            " command again; -x lock_retry_for=10min (or MIGRATION_LOCK_RETRY_FOR) waits longer"
+        )

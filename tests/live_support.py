@@ -1,0 +1,179 @@
+"""What the live-migration tests share: data at the revision before sequence numbers, the
+numbering rules, alembic as a background process, and sessions that get in its way."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import sqlalchemy as sa
+
+from seed_data.db import REPO_ROOT
+from tests.helpers import ALEMBIC_BIN, alembic_env, revision_steps
+
+SEQUENCE_NUMBERS, BEFORE_IT = next(
+    (s.revision, s.down_revision)
+    for s in revision_steps()
+    if s.file_stem.endswith("message_sequence_numbers")
+)
+CUSTOMER = 1
+
+
+def seed_conversations(conn: sa.Connection, conversations: int, messages_each: int) -> None:
+    """Conversations 1..n, each with messages sent in 2020; every third pair shares an instant,
+    and ids are not in sent_at order, so numbering must follow (sent_at, id)."""
+    conn.execute(
+        sa.text("""
+            INSERT INTO customers (id, customer_id, first_name, last_name, email, phone,
+                                   date_of_birth, password_hash)
+            OVERRIDING SYSTEM VALUE
+            VALUES (:id, 'CUST-LIVE01', 'Ada', 'Jones', 'ada@example.co.uk', '07700 900001',
+                    '1985-04-12', 'x')
+        """),
+        {"id": CUSTOMER},
+    )
+    conn.execute(
+        sa.text("""
+            INSERT INTO conversations (id, customer_id, channel_code, intent, started_at)
+            OVERRIDING SYSTEM VALUE
+            SELECT g, :customer, 'web_chat', 'balance_enquiry', '2020-01-01'
+            FROM generate_series(1, :n) AS g
+        """),
+        {"customer": CUSTOMER, "n": conversations},
+    )
+    conn.execute(
+        sa.text("""
+            INSERT INTO messages (id, conversation_id, role_code, content, sent_at)
+            OVERRIDING SYSTEM VALUE
+            SELECT c * 1000 + (:each - m), c, 'customer', 'message ' || m,
+                   timestamptz '2020-01-01' + ((m / 2) * 3 + c) * interval '1 minute'
+            FROM generate_series(1, :n) AS c, generate_series(1, :each) AS m
+        """),
+        {"n": conversations, "each": messages_each},
+    )
+    # The app's own inserts take ids from the identity; keep them clear of ours.
+    conn.execute(sa.text("SELECT setval(pg_get_serial_sequence('messages', 'id'), 10000000)"))
+
+
+def insert_like_previous_release(conn: sa.Connection, conversation: int) -> None:
+    """A message as the release before sequence numbers writes it: no sequence_no."""
+    conn.execute(
+        sa.text(
+            "INSERT INTO messages (conversation_id, role_code, content)"
+            " VALUES (:conversation, 'agent', 'previous release')"
+        ),
+        {"conversation": conversation},
+    )
+
+
+NUMBERING_PROBLEMS = """
+WITH expected AS (
+    SELECT id, conversation_id, sequence_no,
+           row_number() OVER (PARTITION BY conversation_id ORDER BY sequence_no) AS position,
+           row_number() OVER (PARTITION BY conversation_id ORDER BY sent_at, id)
+               AS display_position,
+           content = 'previous release' AS inserted_later
+    FROM messages
+)
+SELECT 'message ' || id || ' has no sequence_no' FROM expected WHERE sequence_no IS NULL
+UNION ALL
+SELECT 'conversation ' || conversation_id || ' has sequence_no ' || sequence_no
+       || ' where ' || position || ' belongs (duplicate or gap)'
+FROM expected WHERE sequence_no IS NOT NULL AND sequence_no <> position
+UNION ALL
+SELECT 'message ' || id || ' (existing before the upgrade) is number ' || sequence_no
+       || ', not ' || display_position || ' as (sent_at, id) says'
+FROM expected WHERE NOT inserted_later AND sequence_no <> display_position
+"""
+
+
+def numbering_problems(conn: sa.Connection) -> list[str]:
+    """Every way the messages break the numbering rule: each message numbered once, 1..n
+    per conversation without gaps, rows that existed before in (sent_at, id) order."""
+    return list(conn.scalars(sa.text(NUMBERING_PROBLEMS)).all()[:10])
+
+
+def popen_alembic(*args: str, url: sa.URL) -> subprocess.Popen[str]:
+    """``alembic`` in the background, as a deploy runs it."""
+    return subprocess.Popen(
+        [str(ALEMBIC_BIN), *args],
+        cwd=REPO_ROOT,
+        env=alembic_env(url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def kill(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+
+
+def stop_midway(run: subprocess.Popen[str], how: str, watch: sa.Connection, backend: int) -> None:
+    """Stop a running alembic as an operator might, and wait until its session is gone.
+
+    ``SIGKILL``: the process dies and a DBA ends its session (pg_terminate_backend).
+    ``SIGINT`` (Ctrl-C): it cancels its statement and exits with one line.
+    """
+    if how == "SIGINT":
+        run.send_signal(signal.SIGINT)
+        stdout, stderr = run.communicate(timeout=60)
+        assert run.returncode != 0, "an interrupted migration must not exit 0"
+        assert "Traceback" not in stderr, stderr
+        assert "interrupted" in stdout and "run the same command again" in stdout, stdout
+    else:
+        kill(run)
+        watch.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": backend})
+    wait_for(
+        lambda: (
+            not watch.scalar(
+                sa.text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"), {"pid": backend}
+            )
+        ),
+        "the stopped migration's session to end",
+    )
+
+
+def wait_for(condition: Callable[[], object], what: str, timeout: float = 60) -> object:
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+    return result
+
+
+def migration_backend(conn: sa.Connection, query_start: str) -> int | None:
+    """The pid of a session whose current query starts with ``query_start``, once it waits
+    for a lock."""
+    return conn.scalar(
+        sa.text(
+            "SELECT pid FROM pg_stat_activity WHERE query ILIKE :pattern"
+            " AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+        ),
+        {"pattern": query_start + "%"},
+    )
+
+
+@contextmanager
+def watcher(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A connection for looking at pg_stat_activity: in autocommit, because inside a
+    transaction PostgreSQL shows the same snapshot of it every time."""
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        yield conn
+
+
+@contextmanager
+def session(engine: sa.Engine, application: str) -> Iterator[sa.Connection]:
+    """A connection that announces itself as ``application`` in pg_stat_activity."""
+    with engine.connect() as conn:
+        conn.execute(
+            sa.text("SELECT set_config('application_name', :name, false)"), {"name": application}
+        )
+        conn.commit()
+        yield conn

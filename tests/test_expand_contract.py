@@ -1,0 +1,287 @@
+"""Sequence numbers on a live database: the previous release keeps writing during and after
+the migration, and a run killed anywhere is finished by the next one."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+
+from seed_data.db_errors import first_line
+from tests.helpers import (
+    ALEMBIC_INI,
+    current_revision,
+    run_alembic,
+    schema_fingerprint,
+)
+from tests.live_support import (
+    BEFORE_IT,
+    SEQUENCE_NUMBERS,
+    insert_like_previous_release,
+    kill,
+    migration_backend,
+    numbering_problems,
+    popen_alembic,
+    seed_conversations,
+    session,
+    stop_midway,
+    wait_for,
+    watcher,
+)
+
+CONVERSATIONS = 40
+MESSAGES_EACH = 3
+EXISTING = CONVERSATIONS * MESSAGES_EACH
+
+
+@pytest.fixture
+def before_sequence_numbers(engine: sa.Engine) -> sa.Engine:
+    result = run_alembic("upgrade", BEFORE_IT, url=engine.url)
+    assert result.returncode == 0, result.stderr
+    with engine.begin() as conn:
+        seed_conversations(conn, CONVERSATIONS, MESSAGES_EACH)
+    return engine
+
+
+class PreviousRelease(threading.Thread):
+    """Writes messages as the release before sequence numbers does, until stopped: into a
+    few busy conversations (so inserts collide) and into any other."""
+
+    def __init__(self, engine: sa.Engine, seed: int) -> None:
+        super().__init__(daemon=True)
+        self.engine, self.random = engine, random.Random(seed)
+        self.stop = threading.Event()
+        self.inserted_at: list[float] = []
+        self.errors: list[str] = []
+
+    def run(self) -> None:
+        with self.engine.connect() as conn:
+            while not self.stop.is_set():
+                busy = self.random.random() < 0.5
+                conversation = self.random.randint(1, 3 if busy else CONVERSATIONS)
+                try:
+                    insert_like_previous_release(conn, conversation)
+                    conn.commit()
+                    self.inserted_at.append(time.monotonic())
+                except sa.exc.DBAPIError as error:
+                    self.errors.append(first_line(error))
+                    conn.rollback()
+                time.sleep(0.002)
+
+    def during(self, start: float, end: float) -> int:
+        return sum(start <= t <= end for t in self.inserted_at)
+
+
+def messages(conn: sa.Connection) -> int:
+    return conn.scalar(sa.text("SELECT count(*) FROM messages"))
+
+
+@pytest.mark.slow
+def test_previous_release_writes_through_upgrade_and_downgrade_and_its_rows_are_numbered(
+    before_sequence_numbers: sa.Engine,
+) -> None:
+    engine = before_sequence_numbers
+    writers = [PreviousRelease(engine, seed) for seed in range(3)]
+    for writer in writers:
+        writer.start()
+    try:
+        windows = []
+        for args in (["-x", "batch_size=2", "upgrade", "head"], ["downgrade", BEFORE_IT]):
+            started = time.monotonic()
+            result = run_alembic(*args, url=engine.url)
+            windows.append((started, time.monotonic()))
+            assert result.returncode == 0, result.stderr
+            if args[-1] == "head":
+                with engine.connect() as conn:
+                    assert numbering_problems(conn) == []
+            time.sleep(0.2)  # and after it
+    finally:
+        for writer in writers:
+            writer.stop.set()
+        for writer in writers:
+            writer.join()
+
+    errors = [error for writer in writers for error in writer.errors]
+    assert errors == [], f"the previous release's inserts failed: {errors[:3]}"
+    for start, end in windows:
+        assert sum(w.during(start, end) for w in writers) > 0, "no insert overlapped the run"
+    with engine.connect() as conn:
+        assert current_revision(conn) == BEFORE_IT
+        assert messages(conn) == EXISTING + sum(len(w.inserted_at) for w in writers)
+
+
+def test_concurrent_inserts_into_one_conversation_get_consecutive_numbers(
+    before_sequence_numbers: sa.Engine,
+) -> None:
+    engine = before_sequence_numbers
+    assert run_alembic("upgrade", "head", url=engine.url).returncode == 0
+    errors: list[str] = []
+
+    def insert_many() -> None:
+        with engine.connect() as conn:
+            for _ in range(40):
+                try:
+                    insert_like_previous_release(conn, 1)
+                    conn.commit()
+                except sa.exc.DBAPIError as error:
+                    errors.append(first_line(error))
+                    conn.rollback()
+
+    threads = [threading.Thread(target=insert_many) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with engine.begin() as conn:
+        # Several rows in one statement are numbered in turn too.
+        conn.execute(
+            sa.text(
+                "INSERT INTO messages (conversation_id, role_code, content)"
+                " SELECT 2, 'agent', 'previous release' FROM generate_series(1, 5)"
+            )
+        )
+    assert errors == []
+    with engine.connect() as conn:
+        assert numbering_problems(conn) == []
+        numbers = conn.scalars(
+            sa.text(
+                "SELECT max(sequence_no) FROM messages WHERE conversation_id IN (1, 2)"
+                " GROUP BY conversation_id"
+            )
+        )
+        assert sorted(numbers) == [MESSAGES_EACH + 5, MESSAGES_EACH + 160]
+
+
+PAUSE_KEY = 4242
+PAUSE_MIDWAY = f"""
+CREATE FUNCTION test_pause() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN PERFORM pg_advisory_xact_lock_shared({PAUSE_KEY}); RETURN NEW; END $$;
+CREATE TRIGGER test_pause BEFORE UPDATE ON messages FOR EACH ROW
+WHEN (OLD.conversation_id = {CONVERSATIONS // 2}) EXECUTE FUNCTION test_pause();
+"""
+
+
+STOPS = ["SIGKILL", "SIGINT"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", STOPS)
+def test_a_backfill_stopped_midway_is_finished_by_the_next_upgrade(
+    before_sequence_numbers: sa.Engine, how: str
+) -> None:
+    engine = before_sequence_numbers
+    with engine.begin() as conn:
+        conn.execute(sa.text(PAUSE_MIDWAY))
+    with session(engine, "test") as pause, watcher(engine) as watch:
+        # The batch holding the middle conversation waits for us: the ones before it commit.
+        pause.execute(sa.text(f"SELECT pg_advisory_lock({PAUSE_KEY})"))
+        pause.commit()
+        run = popen_alembic(
+            "-x", "batch_size=2", "-x", "lock_retry_for=10min", "upgrade", "head", url=engine.url
+        )
+        try:
+            backend = wait_for(
+                lambda: migration_backend(watch, "SELECT next_after"), "the backfill to wait"
+            )
+        except BaseException:
+            kill(run)
+            raise
+        stop_midway(run, how, watch, backend)
+        pause.execute(sa.text(f"SELECT pg_advisory_unlock({PAUSE_KEY})"))
+        pause.commit()
+
+    with engine.begin() as conn:
+        numbered = conn.scalar(sa.text("SELECT count(sequence_no) FROM messages"))
+        assert 0 < numbered < EXISTING, "the stop should have come midway through the backfill"
+        assert current_revision(conn) == BEFORE_IT
+        conn.execute(sa.text("DROP TRIGGER test_pause ON messages; DROP FUNCTION test_pause()"))
+        # The previous release keeps writing into the half-done database.
+        for conversation in (1, CONVERSATIONS // 2, CONVERSATIONS):
+            insert_like_previous_release(conn, conversation)
+
+    result = run_alembic("upgrade", "head", url=engine.url)
+    assert result.returncode == 0, result.stderr
+    with engine.connect() as conn:
+        assert current_revision(conn) == SEQUENCE_NUMBERS
+        assert messages(conn) == EXISTING + 3
+        assert numbering_problems(conn) == []
+
+
+INVALID_INDEXES = """
+SELECT indexrelid::regclass::text FROM pg_index
+WHERE indrelid = 'messages'::regclass AND NOT indisvalid
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", STOPS)
+@pytest.mark.parametrize(
+    ("direction", "target", "build"),
+    [
+        ("upgrade", "head", "CREATE UNIQUE INDEX CONCURRENTLY"),
+        ("downgrade", BEFORE_IT, "CREATE INDEX CONCURRENTLY"),
+    ],
+)
+def test_a_cancelled_index_build_is_rebuilt_by_the_next_run(
+    before_sequence_numbers: sa.Engine,
+    head_engine: sa.Engine,
+    direction: str,
+    target: str,
+    build: str,
+    how: str,
+) -> None:
+    engine = before_sequence_numbers
+    with engine.connect() as conn:
+        expected = schema_fingerprint(conn)
+    if direction == "upgrade":
+        with head_engine.connect() as conn:
+            expected = schema_fingerprint(conn)
+    else:
+        assert run_alembic("upgrade", "head", url=engine.url).returncode == 0
+
+    with session(engine, "long-report") as report, watcher(engine) as watch:
+        # An open snapshot: CONCURRENTLY waits for it to end before the index is valid.
+        report.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+        report.execute(sa.text("SELECT count(*) FROM customers"))
+        run = popen_alembic(direction, target, url=engine.url)
+        try:
+            backend = wait_for(lambda: migration_backend(watch, build), f"{build} to wait")
+        except BaseException:
+            kill(run)
+            raise
+        stop_midway(run, how, watch, backend)
+        assert watch.scalars(sa.text(INVALID_INDEXES)).all(), "the kill left no INVALID index"
+        report.rollback()
+
+    result = run_alembic(direction, target, url=engine.url)
+    assert result.returncode == 0, result.stderr
+    with engine.connect() as conn:
+        assert conn.scalars(sa.text(INVALID_INDEXES)).all() == []
+        assert schema_fingerprint(conn) == expected
+        if direction == "upgrade":
+            assert numbering_problems(conn) == []
+        assert messages(conn) == EXISTING
+
+
+def test_upgrade_in_a_callers_transaction_numbers_rows_without_committing(
+    before_sequence_numbers: sa.Engine, head_engine: sa.Engine
+) -> None:
+    engine = before_sequence_numbers
+    config = Config(str(ALEMBIC_INI))
+    with engine.connect() as callers:
+        config.attributes["connection"] = callers
+        command.upgrade(config, "head")
+        assert numbering_problems(callers) == []
+        with engine.connect() as other:
+            assert current_revision(other) == BEFORE_IT, "the caller's transaction was committed"
+        callers.commit()
+    with engine.connect() as conn, head_engine.connect() as head:
+        assert current_revision(conn) == SEQUENCE_NUMBERS
+        assert schema_fingerprint(conn) == schema_fingerprint(head), (
+            "the transactional path must end in the same schema as the online one"
+        )
