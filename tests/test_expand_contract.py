@@ -204,7 +204,7 @@ def test_a_backfill_stopped_midway_is_finished_by_the_next_upgrade(
         for conversation in (1, CONVERSATIONS // 2, CONVERSATIONS):
             insert_like_previous_release(conn, conversation)
 
-    result = run_alembic("upgrade", "head", url=engine.url)
+    result = run_alembic("upgrade", SEQUENCE_NUMBERS, url=engine.url)
     assert result.returncode == 0, result.stderr
     with engine.connect() as conn:
         assert current_revision(conn) == SEQUENCE_NUMBERS
@@ -275,7 +275,7 @@ def test_upgrade_in_a_callers_transaction_numbers_rows_without_committing(
     config = Config(str(ALEMBIC_INI))
     with engine.connect() as callers:
         config.attributes["connection"] = callers
-        command.upgrade(config, "head")
+        command.upgrade(config, SEQUENCE_NUMBERS)
         assert numbering_problems(callers) == []
         with engine.connect() as other:
             assert current_revision(other) == BEFORE_IT, "the caller's transaction was committed"

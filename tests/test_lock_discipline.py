@@ -18,7 +18,14 @@ from seed_data.lock_discipline import (
     format_ms,
     parse_duration,
 )
-from tests.helpers import ALEMBIC_INI, current_revision, revision_steps, run_alembic, snapshot_rows
+from tests.helpers import (
+    ALEMBIC_INI,
+    config_for,
+    current_revision,
+    revision_steps,
+    run_alembic,
+    snapshot_rows,
+)
 from tests.live_support import (
     BEFORE_IT,
     SEQUENCE_NUMBERS,
@@ -97,7 +104,7 @@ def test_blocked_migration_gives_up_naming_the_blocker_then_succeeds_once_it_end
         assert schema_objects(conn) == {"column": 0, "trigger": 0, "function": False}
         assert snapshot_rows(conn) == rows_before
 
-    result = run_alembic("upgrade", "head", url=url)
+    result = run_alembic("upgrade", SEQUENCE_NUMBERS, url=url)
     assert result.returncode == 0, result.stderr
     with engine.connect() as conn:
         assert current_revision(conn) == SEQUENCE_NUMBERS
@@ -128,7 +135,12 @@ def test_a_step_that_times_out_is_retried_and_succeeds_when_the_blocker_ends(
 ) -> None:
     engine = before_sequence_numbers
     succeeds_after_a_retry(
-        engine, "SELECT count(*) FROM messages", "-x", "lock_retry_for=1min", "upgrade", "head"
+        engine,
+        "SELECT count(*) FROM messages",
+        "-x",
+        "lock_retry_for=1min",
+        "upgrade",
+        SEQUENCE_NUMBERS,
     )
     with engine.connect() as conn:
         assert current_revision(conn) == SEQUENCE_NUMBERS
@@ -136,22 +148,28 @@ def test_a_step_that_times_out_is_retried_and_succeeds_when_the_blocker_ends(
 
 
 @pytest.mark.slow
-def test_a_retry_reruns_only_the_failing_step_of_a_relative_target(head_engine: sa.Engine) -> None:
-    # `downgrade -2` from head: the first step commits, the second waits for a row lock
-    # and is retried. Re-resolving "-2" then would go two more steps down.
+def test_a_retry_reruns_only_the_failing_step_of_a_relative_target(engine: sa.Engine) -> None:
+    # `downgrade -2` from the sequence numbers: that step commits, then the 2027 catalogue's
+    # downgrade waits for a row lock on a product it restores and is retried. Re-resolving
+    # "-2" then would go two more steps down.
+    command.upgrade(config_for(engine), SEQUENCE_NUMBERS)
+    catalogue_2027 = next(step for step in STEPS if step.revision == BEFORE_IT)
+
     def first_step_is_committed() -> None:
-        with head_engine.connect() as conn:
-            assert current_revision(conn) == STEPS[-2].revision
+        with engine.connect() as conn:
+            assert current_revision(conn) == BEFORE_IT
 
     succeeds_after_a_retry(
-        head_engine,
+        engine,
         "SELECT 1 FROM products WHERE code = 'easy_access_saver' FOR UPDATE",
         "downgrade",
         "-2",
         while_retrying=first_step_is_committed,
     )
-    with head_engine.connect() as conn:
-        assert current_revision(conn) == STEPS[-3].revision, "the retry went past its target"
+    with engine.connect() as conn:
+        assert current_revision(conn) == catalogue_2027.down_revision, (
+            "the retry went past its target"
+        )
 
 
 @pytest.mark.parametrize(

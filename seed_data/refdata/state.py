@@ -64,7 +64,7 @@ def alembic_config(
         toml_file=base.toml_file_name,
         ini_section=base.config_ini_section,
         output_buffer=output_buffer,
-        cmd_opts=argparse.Namespace(quiet=True),  # no "Generating ..." lines
+        cmd_opts=argparse.Namespace(quiet=True, x=[]),  # quiet: no "Generating ..." lines
         attributes={"skip_logging_config": True},
     )
     if connection is not None:
