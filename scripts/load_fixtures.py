@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from seed_data.fixtures.cli import main
+from seed_data.demo.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -131,7 +131,7 @@ class Faq(Base):
     is_active: Mapped[bool] = mapped_column(server_default=true())
 
 
-# --- Business data: rows are owned by the app (and the demo fixtures) -------------------
+# --- Business data: rows are owned by the app (and the demo-data loader) ----------------
 
 
 class Customer(Base):

@@ -12,8 +12,8 @@ import pytest
 import sqlalchemy as sa
 
 from seed_data.db import REPO_ROOT
-from seed_data.fixtures import cli
-from seed_data.fixtures.generate import TABLES
+from seed_data.demo import cli
+from seed_data.demo.generate import TABLES
 from tests.helpers import alembic_env, snapshot_rows
 
 LOAD_FIXTURES = REPO_ROOT / "scripts" / "load_fixtures.py"

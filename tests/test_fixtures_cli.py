@@ -9,7 +9,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from seed_data.fixtures.generate import TABLES
+from seed_data.demo.generate import TABLES
 from tests.fixtures_support import Loader, partial_customers, run_script, table_counts
 from tests.servers import PgServer
 

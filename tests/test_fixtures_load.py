@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import command
 
-from seed_data.fixtures.generate import DEMO_ID_BASE, demo_id, first_account_number
+from seed_data.demo.generate import DEMO_ID_BASE, demo_id, first_account_number
 from seed_data.models import REFERENCE_TABLES
 from tests.fixtures_support import Loader, business_rows, partial_customers, table_counts
 from tests.helpers import config_for, insert_account, insert_customer, revision_steps, snapshot_rows

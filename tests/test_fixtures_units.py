@@ -13,17 +13,17 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from seed_data.fixtures.generate import (
+from seed_data.demo.generate import (
     DEMO_ID_BASE,
     TABLES,
     DemoGenerator,
     accounts_per_customer,
     first_account_number,
 )
-from seed_data.fixtures.load import SkippedCustomer, copy_text
-from seed_data.fixtures.reference import ProductRef, ReferenceData
-from seed_data.fixtures.report import Verdict, build_report, verdict_for
-from seed_data.fixtures.source import (
+from seed_data.demo.load import SkippedCustomer, copy_text
+from seed_data.demo.reference import ProductRef, ReferenceData
+from seed_data.demo.report import Verdict, build_report, verdict_for
+from seed_data.demo.source import (
     SOURCE_MATERIAL,
     SourceMaterialError,
     load_source_material,
