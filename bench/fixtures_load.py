@@ -100,8 +100,12 @@ def bench_server() -> Iterator[PgServer]:
 
 def generated_rows(engine: sa.Engine, customers: int) -> dict[str, list[tuple]]:
     """Every row the command would write, per table, held in memory."""
-    with engine.connect() as conn:
-        reference = read_reference(conn)
+    raw = engine.raw_connection()
+    try:
+        with raw.cursor() as cursor:
+            reference = read_reference(cursor)
+    finally:
+        raw.close()
     generator = DemoGenerator(SEED, load_source_material(), reference)
     rows: dict[str, list[tuple]] = {table: [] for table in TABLES}
     for customer in generator.customers(customers):

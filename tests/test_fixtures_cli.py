@@ -116,9 +116,9 @@ def test_a_lost_connection_is_one_clear_error_and_commits_stay(
             )
         out, err = process.communicate(timeout=60)
         assert process.returncode == 1, out + err
-        assert "the database stopped the load" in err
-        assert "were committed and stay; run the same command again" in err
-        assert "Traceback" not in err
+        assert "the load stopped" in err and "connection" in err
+        assert "customer(s) committed in this run stay" in err
+        assert len(err.strip().splitlines()) == 1, err
         with engine.connect() as conn:
             assert table_counts(conn)["customers"] >= 200
             assert partial_customers(conn) == []

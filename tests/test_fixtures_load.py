@@ -230,9 +230,13 @@ def test_rerun_with_another_seed_is_refused_and_writes_nothing(
 
     result = load_fixtures(head_engine, "--customers", "20", "--seed", "2", "-q")
 
-    assert result.code == 1
-    assert "another --seed" in result.err and "--clear" in result.err
-    assert "Traceback" not in result.err
+    assert result.code == 2, "a refusal before any write exits 2"
+    assert "another data set: --seed 1 (this run: 2)" in result.err
+    assert "add --clear" in result.err
+    assert "same command" not in result.err and "rerun" not in result.err.lower(), (
+        "rerunning the refused command cannot help: the message must not suggest it"
+    )
+    assert len(result.err.strip().splitlines()) == 1
     with head_engine.connect() as conn:
         assert business_rows(conn) == before
 
