@@ -48,7 +48,7 @@ from tests.servers import PgServer
         (["--as-of", "20261101"], "expected a date like 2026-11-01, got '20261101'"),
         (["--as-of", "2026-W44-7"], "expected a date like 2026-11-01"),
         (["--as-of", "0099-01-01"], "must be between 1900-01-01 and 9999-12-31"),
-        (["--batch-size", "20000"], "argument --batch-size: must be between 1 and 2,000"),
+        (["--batch-size", "20000"], "argument --batch-size: must be between 1 and 1,000"),
     ],
 )
 def test_bad_arguments_give_one_line_and_exit_2(
@@ -69,7 +69,7 @@ def test_help_lists_limits_exit_codes_and_verdicts(capsys) -> None:
     text = capsys.readouterr().out
     for needle in (
         "--customers    1 to 10,000,000",
-        "--batch-size   1 to 2,000",
+        "--batch-size   1 to 1,000",
         "1900-01-01 to 9999-12-31",
         "PASSED at 99% or more, WARNING from 95%",
         "2    refused before writing anything",
