@@ -114,14 +114,19 @@ BEGIN RAISE EXCEPTION 'rejected by test trigger (table %)', TG_TABLE_NAME; END $
 REJECT_EVERY_MESSAGE = "ALTER TABLE messages ADD CONSTRAINT reject_all CHECK (sequence_no < 0)"
 
 
-def slow_inserts(seconds: float) -> str:
-    """A trigger that makes each customer row take ``seconds``: a load stays mid-flight."""
+def row_trigger(name: str, table: str, body: str, *, when: str = "") -> str:
+    """DDL for a BEFORE INSERT row trigger ``name`` on ``table`` running PL/pgSQL ``body``."""
+    condition = f"WHEN ({when}) " if when else ""
     return f"""
-    CREATE FUNCTION slow_insert() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN PERFORM pg_sleep({seconds}); RETURN NEW; END $$;
-    CREATE TRIGGER slow_insert BEFORE INSERT ON customers
-    FOR EACH ROW EXECUTE FUNCTION slow_insert();
+    CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN {body} END $$;
+    CREATE TRIGGER {name} BEFORE INSERT ON {table}
+    FOR EACH ROW {condition}EXECUTE FUNCTION {name}();
     """
+
+
+def slow_inserts(seconds: float, table: str = "customers") -> str:
+    """A trigger that makes each row take ``seconds``: a load stays mid-flight."""
+    return row_trigger(f"slow_{table}", table, f"PERFORM pg_sleep({seconds}); RETURN NEW;")
 
 
 def other_sessions(engine: sa.Engine, *, settle_seconds: float = 5.0) -> list[tuple]:
@@ -163,7 +168,8 @@ def wait_for_output(process: subprocess.Popen, text: str, timeout: float = 30) -
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         line = process.stdout.readline()
-        if not line:
+        if not line:  # the command ended: say how
+            seen.append(f"[exit status {process.wait()}] {process.stderr.read()}")
             break
         seen.append(line)
         if text in line:

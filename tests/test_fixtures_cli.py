@@ -234,12 +234,18 @@ def test_ctrl_c_stops_a_load_where_every_customer_fails(
 # --- one run at a time ----------------------------------------------------------------
 
 
+def _advisory(conn: sa.Connection, function: str, key: int) -> object:
+    """Call an advisory-lock function as another session would, and commit."""
+    result = conn.scalar(sa.text(f"SELECT {function}(:k)"), {"k": key})
+    conn.commit()
+    return result
+
+
 def test_a_second_run_waits_for_the_lock_and_writes_nothing_meanwhile(
     pg_server: PgServer, head_template: str
 ) -> None:
     with pg_server.database(template=head_template) as engine, engine.connect() as holder:
-        holder.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": DEMO_DATA_LOCK_KEY})
-        holder.commit()
+        _advisory(holder, "pg_advisory_lock", DEMO_DATA_LOCK_KEY)
         process = run_script(engine.url, "--customers", "15")
         said = wait_for_output(process, "waiting for it to finish")
         assert "another load or clear of demo data is running" in said
@@ -247,8 +253,7 @@ def test_a_second_run_waits_for_the_lock_and_writes_nothing_meanwhile(
         with engine.connect() as conn:
             assert table_counts(conn)["customers"] == 0, "nothing may be written while waiting"
 
-        holder.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": DEMO_DATA_LOCK_KEY})
-        holder.commit()
+        _advisory(holder, "pg_advisory_unlock", DEMO_DATA_LOCK_KEY)
         out, err = process.communicate(timeout=60)
         assert process.returncode == 0, out + err
         with engine.connect() as conn:
@@ -259,18 +264,15 @@ def test_a_load_waits_for_a_migration_and_holds_migrations_off_while_it_runs(
     pg_server: PgServer, head_template: str
 ) -> None:
     with pg_server.database(template=head_template) as engine, engine.connect() as other:
-        other.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
-        other.commit()
+        _advisory(other, "pg_advisory_lock", MIGRATION_LOCK_KEY)
         install(engine, slow_inserts(0.02))
         process = run_script(engine.url, "--customers", "60", "--batch-size", "10")
         assert "a migration (alembic) is running" in wait_for_output(process, "waiting")
-        other.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK_KEY})
-        other.commit()
+        _advisory(other, "pg_advisory_unlock", MIGRATION_LOCK_KEY)
 
         wait_for_customers(engine, 10, process)
         # What alembic's env.py does: it cannot take the lock while the load runs.
-        got_it = other.scalar(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
-        other.commit()
+        got_it = _advisory(other, "pg_try_advisory_lock", MIGRATION_LOCK_KEY)
         out, err = process.communicate(timeout=60)
         assert process.returncode == 0, out + err
         assert got_it is False, "a migration must not start under a running load"

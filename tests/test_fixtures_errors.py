@@ -11,8 +11,8 @@ from urllib.parse import quote
 import pytest
 import sqlalchemy as sa
 
-from seed_data.demo import cli
-from tests.fixtures_support import Loader, Result, install, table_counts
+from seed_data.demo import cli, session
+from tests.fixtures_support import Loader, Result, install, slow_inserts, table_counts
 from tests.servers import PgServer
 
 SECRET = "s3cret-Pw"
@@ -148,18 +148,21 @@ def test_a_lock_timeout_stops_the_load_with_one_line(
     assert "skipped" not in result.out, "a lock is not about the customers"
 
 
+def test_without_a_lock_timeout_of_its_own_the_load_still_stops_waiting(
+    head_engine: sa.Engine, load_fixtures: Loader, monkeypatch
+) -> None:
+    monkeypatch.setattr(session, "LOCK_TIMEOUT", "200ms")  # 60 s in real runs
+    with head_engine.connect() as holder:
+        holder.execute(sa.text("LOCK TABLE customers IN SHARE MODE"))
+        result = load_fixtures(head_engine, "--customers", "10")
+        holder.rollback()
+    assert_one_line_without_secret(result, 1, "lock timeout")
+
+
 def test_a_statement_timeout_stops_the_load_with_one_line(
     head_engine: sa.Engine, load_fixtures: Loader
 ) -> None:
-    install(
-        head_engine,
-        """
-        CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN PERFORM pg_sleep(0.05); RETURN NEW; END $$;
-        CREATE TRIGGER slow BEFORE INSERT ON transactions
-        FOR EACH ROW EXECUTE FUNCTION slow();
-        """,
-    )
+    install(head_engine, slow_inserts(0.05, "transactions"))
     with head_engine.begin() as conn:
         conn.execute(
             sa.text(

@@ -24,6 +24,7 @@ from tests.fixtures_support import (
     business_rows,
     install,
     partial_customers,
+    row_trigger,
     table_counts,
 )
 from tests.helpers import config_for, insert_account, insert_customer, revision_steps, snapshot_rows
@@ -525,12 +526,7 @@ def test_a_trigger_that_silently_drops_rows_shows_as_variance(
 ) -> None:
     install(
         head_engine,
-        """
-        CREATE FUNCTION drop_some() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN RETURN NULL; END $$;
-        CREATE TRIGGER drop_some BEFORE INSERT ON transactions
-        FOR EACH ROW WHEN (NEW.account_id % 10 = 3) EXECUTE FUNCTION drop_some();
-        """,
+        row_trigger("drop_some", "transactions", "RETURN NULL;", when="NEW.account_id % 10 = 3"),
     )
 
     result = load_fixtures(head_engine, "--customers", "40", "-q")
@@ -597,17 +593,13 @@ def test_serialization_failures_and_deadlocks_are_retried(
     # A sequence is not rolled back: the first two customer rows ever sent fail, once.
     install(
         head_engine,
-        f"""
-        CREATE SEQUENCE flaky;
-        CREATE FUNCTION flaky() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            IF nextval('flaky') <= 2 THEN
-                RAISE EXCEPTION 'simulated conflict' USING ERRCODE = '{sqlstate}';
-            END IF;
-            RETURN NEW;
-        END $$;
-        CREATE TRIGGER flaky BEFORE INSERT ON customers FOR EACH ROW EXECUTE FUNCTION flaky();
-        """,
+        "CREATE SEQUENCE flaky;"
+        + row_trigger(
+            "flaky",
+            "customers",
+            "IF nextval('flaky') <= 2 THEN RAISE EXCEPTION 'simulated conflict' "
+            f"USING ERRCODE = '{sqlstate}'; END IF; RETURN NEW;",
+        ),
     )
 
     result = load_fixtures(head_engine, "--customers", "20", "-q")
@@ -622,12 +614,7 @@ def test_a_conflict_that_never_clears_stops_the_load_with_one_line(
 ) -> None:
     install(
         head_engine,
-        """
-        CREATE FUNCTION conflict() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN RAISE EXCEPTION 'simulated conflict' USING ERRCODE = '40001'; END $$;
-        CREATE TRIGGER conflict BEFORE INSERT ON customers
-        FOR EACH ROW EXECUTE FUNCTION conflict();
-        """,
+        row_trigger("conflict", "customers", "RAISE EXCEPTION 'conflict' USING ERRCODE = '40001';"),
     )
 
     result = load_fixtures(head_engine, "--customers", "20")

@@ -26,6 +26,10 @@ from sqlalchemy.engine import URL
 from seed_data.db import DEMO_DATA_LOCK_KEY, MIGRATION_LOCK_KEY, libpq_params
 
 APPLICATION_NAME = "load_fixtures.py"
+# How long a statement may wait for a lock another session holds (a long DDL, an explicit
+# LOCK TABLE), unless the database or role sets its own lock_timeout: then it stops with
+# one line naming the cause, rather than hanging silently.
+LOCK_TIMEOUT = "60s"
 _LOCK_POLL_SECONDS = 0.2
 
 Connection = psycopg2.extensions.connection
@@ -82,9 +86,20 @@ def _cancel(connection: Connection) -> None:
 def connect(url: URL, cancellation: Cancellation, *, autocommit: bool = False) -> Connection:
     """A psycopg2 connection to ``url``, registered for cancellation."""
     params: dict[str, Any] = {"application_name": APPLICATION_NAME, **libpq_params(url)}
-    connection = psycopg2.connect(**params)
-    connection.autocommit = autocommit
-    return cancellation.register(connection)
+    connection = cancellation.register(psycopg2.connect(**params))
+    try:
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT set_config('lock_timeout', %s, false) "
+                "WHERE current_setting('lock_timeout') IN ('0', '')",
+                (LOCK_TIMEOUT,),
+            )
+        connection.autocommit = autocommit
+    except psycopg2.Error:
+        close(connection)
+        raise
+    return connection
 
 
 def roll_back(connection: Connection) -> None:
