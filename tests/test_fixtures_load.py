@@ -6,7 +6,7 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 
-from seed_data.demo import cli, demo_rows
+from seed_data.demo import cli, demo_rows, load
 from seed_data.demo.generate import (
     DEMO_ID_BASE,
     GENERATOR_VERSION,
@@ -610,8 +610,9 @@ def test_serialization_failures_and_deadlocks_are_retried(
 
 
 def test_a_conflict_that_never_clears_stops_the_load_with_one_line(
-    head_engine: sa.Engine, load_fixtures: Loader
+    head_engine: sa.Engine, load_fixtures: Loader, monkeypatch
 ) -> None:
+    monkeypatch.setattr(load, "_RETRY_PAUSE_SECONDS", 0.001)
     install(
         head_engine,
         row_trigger("conflict", "customers", "RAISE EXCEPTION 'conflict' USING ERRCODE = '40001';"),
