@@ -98,7 +98,10 @@ def migration_lock(connection: Connection) -> Iterator[None]:
     """Hold the session-level advisory lock that serialises concurrent migration runs."""
     got_it = connection.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
     if not got_it:
-        log.info("Another migration run holds the lock; waiting for it to finish")
+        # scripts/load_fixtures.py holds it in shared mode while it loads or clears.
+        log.info(
+            "Another migration run, or a demo-data load, holds the lock; waiting for it to finish"
+        )
     while not got_it:
         # Wait in short spells: a session waiting inside one statement holds a snapshot,
         # and the other run's CREATE INDEX CONCURRENTLY waits for every such snapshot to

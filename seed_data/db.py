@@ -27,6 +27,10 @@ _ACCEPTED_SCHEMES = {"postgresql", "postgres", _DRIVER}
 # The advisory lock alembic/env.py holds while migrating. Any fixed 64-bit number works, as
 # long as every deployer of this schema uses the same one.
 MIGRATION_LOCK_KEY = 7_240_101_118_530_129_153
+# The advisory lock scripts/load_fixtures.py holds while it loads or clears demo data, so
+# that two runs on one database never interleave. It also holds MIGRATION_LOCK_KEY in
+# shared mode meanwhile: alembic (which takes that key exclusively) waits for the load.
+DEMO_DATA_LOCK_KEY = 7_240_101_118_530_129_154
 # SQLSTATE raised by refdata_assert_unreferenced() (frozen in the core-schema revision).
 REFERENCE_ROW_IN_USE = "RF001"
 # duplicate_database, or unique_violation when two CREATE DATABASE commands race.
@@ -162,6 +166,12 @@ def embedded_bin_dir() -> Path:
 def libpq_url(url: URL) -> str:
     """The URL as psql takes it, password included: for `devdb.py url --show-password`."""
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def libpq_params(url: URL) -> dict[str, object]:
+    """``psycopg2.connect()`` keyword arguments for ``url`` (host, dbname, password and
+    every query parameter), for code that talks to the driver directly."""
+    return url.get_dialect()().create_connect_args(url)[1]
 
 
 def libpq_connection(url: URL) -> tuple[str, dict[str, str]]:

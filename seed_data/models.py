@@ -32,6 +32,7 @@ from sqlalchemy import (
     Index,
     MetaData,
     Numeric,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -131,7 +132,7 @@ class Faq(Base):
     is_active: Mapped[bool] = mapped_column(server_default=true())
 
 
-# --- Business data: rows are owned by the app (and the demo fixtures) -------------------
+# --- Business data: rows are owned by the app (and the demo-data loader) ----------------
 
 
 class Customer(Base):
@@ -220,6 +221,31 @@ class Message(Base):
     sent_at: Mapped[Timestamp]
 
     conversation: Mapped[Conversation] = relationship(back_populates="messages")
+
+
+# --- Bookkeeping ------------------------------------------------------------------------
+
+
+class DemoDataSet(Base):
+    """What the demo data in this database was generated from (one row, or none).
+
+    Written by ``scripts/load_fixtures.py`` before its first demo row, and compared by
+    every later run so that customers from two different data sets never mix.
+    """
+
+    __tablename__ = "demo_data_set"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    id: Mapped[int] = mapped_column(
+        SmallInteger, primary_key=True, autoincrement=False, server_default=text("1")
+    )
+    seed: Mapped[int]
+    as_of: Mapped[dt.date] = mapped_column(Date)
+    # SHA-256 of the source material file, and of the products on sale it drew from.
+    source_sha256: Mapped[str] = mapped_column(String(64))
+    catalogue_sha256: Mapped[str] = mapped_column(String(64))
+    generator_version: Mapped[int]
+    recorded_at: Mapped[Timestamp]
 
 
 REFERENCE_TABLES: tuple[str, ...] = (

@@ -4,13 +4,27 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import time
 
 import pytest
 import sqlalchemy as sa
 
-from seed_data.fixtures.generate import TABLES
-from tests.fixtures_support import Loader, partial_customers, run_script, table_counts
+from seed_data.db import DEMO_DATA_LOCK_KEY, MIGRATION_LOCK_KEY
+from seed_data.demo import cli
+from seed_data.demo.generate import TABLES
+from tests.fixtures_support import (
+    REJECT_EVERY_MESSAGE,
+    Loader,
+    install,
+    other_sessions,
+    partial_customers,
+    run_script,
+    slow_inserts,
+    table_counts,
+    wait_for_customers,
+    wait_for_output,
+)
 from tests.servers import PgServer
 
 
@@ -25,6 +39,17 @@ from tests.servers import PgServer
         (["--batch-size", "0"], "argument --batch-size"),
         (["--workers", "99"], "argument --workers: must be between 1 and 8"),
         (["-q", "-v"], "not allowed with argument"),
+        # int() and date.fromisoformat() accept more than the documented forms.
+        (["--customers", "1_000"], "expected a whole number, got '1_000'"),
+        (["--customers", "\u0661\u0662"], "expected a whole number"),  # Arabic-Indic 12
+        (["--customers", "12.0"], "expected a whole number"),
+        (["--customers", " 12"], "expected a whole number"),
+        (["--customers", "9" * 5000], "got a 5000-character number"),
+        (["--seed", "2147483648"], "argument --seed: must be between 0 and 2,147,483,647"),
+        (["--as-of", "20261101"], "expected a date like 2026-11-01, got '20261101'"),
+        (["--as-of", "2026-W44-7"], "expected a date like 2026-11-01"),
+        (["--as-of", "0099-01-01"], "must be between 1900-01-01 and 9999-12-31"),
+        (["--batch-size", "20000"], "argument --batch-size: must be between 1 and 1,000"),
     ],
 )
 def test_bad_arguments_give_one_line_and_exit_2(
@@ -36,6 +61,45 @@ def test_bad_arguments_give_one_line_and_exit_2(
     err = capsys.readouterr().err
     assert complaint in err
     assert len(err.strip().splitlines()) == 1, err
+
+
+def test_help_lists_limits_exit_codes_and_verdicts(capsys) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--help"])
+    assert exited.value.code == 0
+    text = capsys.readouterr().out
+    for needle in (
+        "--customers    1 to 10,000,000",
+        "--batch-size   1 to 1,000",
+        "1900-01-01 to 9999-12-31",
+        "PASSED at 99% or more, WARNING from 95%",
+        "2    refused before writing anything",
+        "130  interrupted",
+        "One load or clear runs at a time",
+    ):
+        assert needle in text, f"--help must say {needle!r}"
+
+
+@pytest.mark.parametrize(
+    ("path", "complaint"),
+    [
+        ("missing-dir/report.json", "does not exist"),
+        (".", "is a directory"),
+        ("a-file/report.json", "does not exist"),
+    ],
+)
+def test_a_report_path_that_cannot_be_written_is_refused_first(
+    load_fixtures: Loader, tmp_path, path: str, complaint: str
+) -> None:
+    (tmp_path / "a-file").write_text("")
+    result = load_fixtures(
+        "postgresql://nobody@127.0.0.1:1/never_contacted",
+        "--report-json",
+        str(tmp_path / path),
+    )
+    assert result.code == 2
+    assert complaint in result.err and len(result.err.strip().splitlines()) == 1
+    assert "Target database" not in result.out, "checked before the database is contacted"
 
 
 @pytest.mark.parametrize(
@@ -60,17 +124,6 @@ def test_unusable_database_urls_give_one_line_and_exit_2(
     assert result.report is None
 
 
-def _wait_for_customers(engine: sa.Engine, at_least: int, process) -> int:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and process.poll() is None:
-        with engine.connect() as conn:
-            landed = conn.scalar(sa.text("SELECT count(*) FROM customers"))
-        if landed >= at_least:
-            return landed
-        time.sleep(0.02)
-    pytest.fail(f"the load ended or stalled before {at_least} customers landed")
-
-
 SLOW_LOAD = ("--customers", "3000", "--batch-size", "20", "--workers", "1")
 
 
@@ -79,7 +132,7 @@ def test_a_killed_load_rerun_ends_complete_without_duplicates(
 ) -> None:
     with pg_server.database(template=head_template) as engine:
         process = run_script(engine.url, *SLOW_LOAD)
-        _wait_for_customers(engine, 300, process)
+        wait_for_customers(engine, 300, process)
         process.send_signal(signal.SIGKILL)
         process.wait()
         with engine.connect() as conn:
@@ -106,7 +159,7 @@ def test_a_lost_connection_is_one_clear_error_and_commits_stay(
 ) -> None:
     with pg_server.database(template=head_template) as engine:
         process = run_script(engine.url, *SLOW_LOAD)
-        _wait_for_customers(engine, 200, process)
+        wait_for_customers(engine, 200, process)
         with engine.connect() as conn:
             conn.execute(
                 sa.text(
@@ -116,9 +169,128 @@ def test_a_lost_connection_is_one_clear_error_and_commits_stay(
             )
         out, err = process.communicate(timeout=60)
         assert process.returncode == 1, out + err
-        assert "the database stopped the load" in err
-        assert "were committed and stay; run the same command again" in err
-        assert "Traceback" not in err
+        assert "the load stopped" in err and "connection" in err
+        assert "customer(s) committed in this run stay" in err
+        assert len(err.strip().splitlines()) == 1, err
         with engine.connect() as conn:
             assert table_counts(conn)["customers"] >= 200
+            assert partial_customers(conn) == []
+
+
+# --- Ctrl-C: acts at once, a second one never hangs, nothing stays open -----------------
+
+
+def _interrupt(process, presses: int) -> float:
+    """Send Ctrl-C ``presses`` times; seconds until the process exited."""
+    started = time.monotonic()
+    for _ in range(presses):
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.01)  # in quick succession
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        pytest.fail("the command did not exit within 10 s of Ctrl-C")
+    return time.monotonic() - started
+
+
+@pytest.mark.parametrize("presses", [1, 2], ids=["once", "twice"])
+def test_ctrl_c_stops_a_load_at_once_and_leaves_no_transaction_open(
+    pg_server: PgServer, head_template: str, presses: int
+) -> None:
+    with pg_server.database(template=head_template) as engine:
+        install(engine, slow_inserts(0.05))  # a COPY is always in flight, in a trigger
+        process = run_script(engine.url, "--customers", "400", "--batch-size", "20")
+        wait_for_customers(engine, 20, process)
+
+        seconds = _interrupt(process, presses)
+        err = process.stderr.read()
+
+        assert process.returncode == 130, err
+        assert seconds < 2, f"Ctrl-C took {seconds:.1f} s to act"
+        assert "Traceback" not in err
+        assert "rerun the same command" in err
+        assert other_sessions(engine) == [], "every session must end, none in a transaction"
+        with engine.connect() as conn:
+            assert partial_customers(conn) == []
+
+
+def test_ctrl_c_stops_a_load_where_every_customer_fails(
+    pg_server: PgServer, head_template: str
+) -> None:
+    with pg_server.database(template=head_template) as engine:
+        install(engine, REJECT_EVERY_MESSAGE)
+        install(engine, slow_inserts(0.02))
+        process = run_script(engine.url, "--customers", "2000", "-q")
+        time.sleep(2.5)  # well into isolating failures
+        assert process.poll() is None, "the load ended before it could be interrupted"
+
+        seconds = _interrupt(process, 1)
+
+        assert process.returncode == 130
+        assert seconds < 2, f"Ctrl-C took {seconds:.1f} s while failures were isolated"
+        assert other_sessions(engine) == []
+
+
+# --- one run at a time ----------------------------------------------------------------
+
+
+def _advisory(conn: sa.Connection, function: str, key: int) -> object:
+    """Call an advisory-lock function as another session would, and commit."""
+    result = conn.scalar(sa.text(f"SELECT {function}(:k)"), {"k": key})
+    conn.commit()
+    return result
+
+
+def test_a_second_run_waits_for_the_lock_and_writes_nothing_meanwhile(
+    pg_server: PgServer, head_template: str
+) -> None:
+    with pg_server.database(template=head_template) as engine, engine.connect() as holder:
+        _advisory(holder, "pg_advisory_lock", DEMO_DATA_LOCK_KEY)
+        process = run_script(engine.url, "--customers", "15")
+        said = wait_for_output(process, "waiting for it to finish")
+        assert "another load or clear of demo data is running" in said
+        time.sleep(0.5)
+        with engine.connect() as conn:
+            assert table_counts(conn)["customers"] == 0, "nothing may be written while waiting"
+
+        _advisory(holder, "pg_advisory_unlock", DEMO_DATA_LOCK_KEY)
+        out, err = process.communicate(timeout=60)
+        assert process.returncode == 0, out + err
+        with engine.connect() as conn:
+            assert table_counts(conn)["customers"] == 15
+
+
+def test_a_load_waits_for_a_migration_and_holds_migrations_off_while_it_runs(
+    pg_server: PgServer, head_template: str
+) -> None:
+    with pg_server.database(template=head_template) as engine, engine.connect() as other:
+        _advisory(other, "pg_advisory_lock", MIGRATION_LOCK_KEY)
+        install(engine, slow_inserts(0.02))
+        process = run_script(engine.url, "--customers", "60", "--batch-size", "10")
+        assert "a migration (alembic) is running" in wait_for_output(process, "waiting")
+        _advisory(other, "pg_advisory_unlock", MIGRATION_LOCK_KEY)
+
+        wait_for_customers(engine, 10, process)
+        # What alembic's env.py does: it cannot take the lock while the load runs.
+        got_it = _advisory(other, "pg_try_advisory_lock", MIGRATION_LOCK_KEY)
+        out, err = process.communicate(timeout=60)
+        assert process.returncode == 0, out + err
+        assert got_it is False, "a migration must not start under a running load"
+
+
+def test_two_loads_at_once_never_interleave(pg_server: PgServer, head_template: str) -> None:
+    with pg_server.database(template=head_template) as engine:
+        install(engine, slow_inserts(0.01))  # long enough for the two to overlap
+        args = ("--customers", "100", "--batch-size", "10", "--workers", "1")
+        first, second = run_script(engine.url, *args), run_script(engine.url, *args)
+        results = [(p.communicate(timeout=120), p.returncode) for p in (first, second)]
+
+        for (out, err), code in results:
+            assert code == 0, out + err
+            assert "skipped" not in out and err == "", out + err
+            assert "PASSED" in out
+        assert any("were already loaded by an earlier run" in out for (out, _), _ in results)
+        with engine.connect() as conn:
+            assert table_counts(conn)["customers"] == 100
             assert partial_customers(conn) == []

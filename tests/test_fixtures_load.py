@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 from alembic import command
 
-from seed_data.fixtures.generate import DEMO_ID_BASE, demo_id, first_account_number
+from seed_data.demo import cli, demo_rows, load
+from seed_data.demo.generate import (
+    DEMO_ID_BASE,
+    GENERATOR_VERSION,
+    DemoGenerator,
+    demo_id,
+    first_account_number,
+)
+from seed_data.demo.load import BatchLoader
+from seed_data.demo.source import load_source_material
 from seed_data.models import REFERENCE_TABLES
-from tests.fixtures_support import Loader, business_rows, partial_customers, table_counts
+from tests.fixtures_support import (
+    REJECT,
+    REJECT_EVERY_MESSAGE,
+    Loader,
+    business_rows,
+    install,
+    partial_customers,
+    row_trigger,
+    table_counts,
+)
 from tests.helpers import config_for, insert_account, insert_customer, revision_steps, snapshot_rows
 from tests.servers import PgServer
 
@@ -121,12 +140,6 @@ def test_app_inserts_still_work_after_a_load(head_engine: sa.Engine, load_fixtur
     assert new_id < DEMO_ID_BASE, "the app's ids come from the sequence, below the demo block"
 
 
-REJECT = """
-CREATE FUNCTION reject_row() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN RAISE EXCEPTION 'rejected by test trigger (table %)', TG_TABLE_NAME; END $$;
-"""
-
-
 def _reject_transactions_of(customers: list[int]) -> str:
     """A trigger that fails midway through those customers' rows, after their accounts."""
     accounts = sorted(demo_id(first_account_number(c) + 1) for c in customers)  # 2nd account
@@ -147,19 +160,11 @@ def _reject_at_commit(customers: list[int]) -> str:
     )
 
 
-def _install(engine: sa.Engine, ddl: str) -> None:
-    raw = engine.raw_connection()
-    with raw.cursor() as cursor:
-        cursor.execute(ddl)
-    raw.commit()
-    raw.close()
-
-
 def test_rejected_customers_are_skipped_whole_and_the_rest_land(
     head_engine: sa.Engine, load_fixtures: Loader
 ) -> None:
     rejected = [3, 17, 18]
-    _install(head_engine, _reject_transactions_of(rejected))
+    install(head_engine, _reject_transactions_of(rejected))
 
     result = load_fixtures(head_engine, "--customers", "80", "--batch-size", "25")
 
@@ -193,7 +198,7 @@ def test_rejected_customers_are_skipped_whole_and_the_rest_land(
 def test_failures_without_a_copy_line_are_isolated_by_halving(
     head_engine: sa.Engine, load_fixtures: Loader
 ) -> None:
-    _install(head_engine, _reject_at_commit([5, 6, 40]))
+    install(head_engine, _reject_at_commit([5, 6, 40]))
 
     result = load_fixtures(head_engine, "--customers", "80", "--batch-size", "16", "-q", "--strict")
 
@@ -209,7 +214,7 @@ def test_failures_without_a_copy_line_are_isolated_by_halving(
 def test_mostly_failing_load_is_failed_with_exit_1(
     head_engine: sa.Engine, load_fixtures: Loader
 ) -> None:
-    _install(
+    install(
         head_engine,
         REJECT + "CREATE TRIGGER reject BEFORE INSERT ON customers FOR EACH ROW "
         "WHEN (NEW.id % 2 = 0) EXECUTE FUNCTION reject_row();",
@@ -230,9 +235,13 @@ def test_rerun_with_another_seed_is_refused_and_writes_nothing(
 
     result = load_fixtures(head_engine, "--customers", "20", "--seed", "2", "-q")
 
-    assert result.code == 1
-    assert "another --seed" in result.err and "--clear" in result.err
-    assert "Traceback" not in result.err
+    assert result.code == 2, "a refusal before any write exits 2"
+    assert "another data set: --seed 1 (this run: 2)" in result.err
+    assert "add --clear" in result.err
+    assert "same command" not in result.err and "rerun" not in result.err.lower(), (
+        "rerunning the refused command cannot help: the message must not suggest it"
+    )
+    assert len(result.err.strip().splitlines()) == 1
     with head_engine.connect() as conn:
         assert business_rows(conn) == before
 
@@ -302,3 +311,316 @@ def test_target_database_is_printed_with_the_password_masked(
     assert result.code == 0, result.err
     assert "Target database: postgresql://fixtures_loader:***@" in result.out
     assert "s3cret-pw" not in result.out + result.err + str(result.report)
+
+
+# --- the data set: recorded before the first write, compared on every rerun ------------
+
+
+def _data_set(engine: sa.Engine) -> dict | None:
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.text(
+                "SELECT seed, as_of::text, source_sha256, catalogue_sha256, generator_version "
+                "FROM demo_data_set"
+            )
+        ).one_or_none()
+    return row._asdict() if row else None
+
+
+def test_the_data_set_is_recorded_with_the_rows(
+    head_engine: sa.Engine, load_fixtures: Loader
+) -> None:
+    result = load_fixtures(head_engine, "--customers", "5", "--seed", "9", "--as-of", "2026-03-01")
+
+    assert result.code == 0, result.err
+    recorded = _data_set(head_engine)
+    assert recorded is not None
+    assert (recorded["seed"], recorded["as_of"]) == (9, "2026-03-01")
+    assert recorded["source_sha256"] == load_source_material().sha256
+    assert recorded["generator_version"] == GENERATOR_VERSION
+    assert result.report["data_set"]["source_sha256"] == recorded["source_sha256"]
+
+
+def test_rerun_with_another_as_of_is_refused_and_writes_nothing(
+    head_engine: sa.Engine, load_fixtures: Loader
+) -> None:
+    load_fixtures(head_engine, "--customers", "10", "-q")
+    with head_engine.connect() as conn:
+        before = business_rows(conn)
+
+    result = load_fixtures(head_engine, "--customers", "20", "--as-of", "2025-06-30", "-q")
+
+    assert result.code == 2
+    assert "--as-of 2026-11-01 (this run: 2025-06-30)" in result.err
+    assert len(result.err.strip().splitlines()) == 1
+    with head_engine.connect() as conn:
+        assert business_rows(conn) == before, "dates of two data sets must never mix"
+
+
+def test_demo_rows_without_a_record_are_refused_until_cleared(
+    head_engine: sa.Engine, load_fixtures: Loader
+) -> None:
+    load_fixtures(head_engine, "--customers", "8", "-q")
+    with head_engine.begin() as conn:  # as an older loader, or a hand edit, would leave it
+        conn.execute(sa.text("DELETE FROM demo_data_set"))
+
+    refused = load_fixtures(head_engine, "--customers", "8", "-q")
+    replaced = load_fixtures(head_engine, "--clear", "--customers", "8", "-q")
+
+    assert refused.code == 2
+    assert "no record of the parameters" in refused.err and "add --clear" in refused.err
+    assert replaced.code == 0, replaced.err
+    assert _data_set(head_engine) is not None
+
+
+def test_clear_then_load_replaces_another_data_set(
+    pg_server: PgServer, head_template: str, load_fixtures: Loader
+) -> None:
+    with pg_server.database(template=head_template) as engine:
+        load_fixtures(engine, "--customers", "12", "--seed", "1", "-q")
+        result = load_fixtures(engine, "--clear", "--customers", "12", "--seed", "2", "-q")
+        assert result.code == 0, result.err
+        assert _data_set(engine)["seed"] == 2
+        with engine.connect() as conn:
+            replaced = business_rows(conn)
+    with pg_server.database(template=head_template) as engine:
+        load_fixtures(engine, "--customers", "12", "--seed", "2", "-q")
+        with engine.connect() as conn:
+            assert business_rows(conn) == replaced, "--clear must leave no row of the old set"
+
+
+def test_a_rerun_with_every_customer_present_generates_nothing(
+    head_engine: sa.Engine, load_fixtures: Loader, monkeypatch
+) -> None:
+    load_fixtures(head_engine, "--customers", "25", "-q")
+
+    def must_not_generate(self: DemoGenerator, ordinal: int) -> None:
+        raise AssertionError(f"customer {ordinal} was regenerated although it is present")
+
+    monkeypatch.setattr(DemoGenerator, "customer", must_not_generate)
+    result = load_fixtures(head_engine, "--customers", "25", "-q")
+
+    assert result.code == 0, result.err
+    assert result.report["customers_already_present"] == 25
+    assert all(e["variance"] == 0 and e["expected"] > 0 for e in result.report["entities"])
+
+
+# --- clearing: the demo block only, checked first, in committed batches ----------------
+
+
+def test_clear_spares_app_customers_whose_id_starts_with_demo(
+    head_engine: sa.Engine, load_fixtures: Loader
+) -> None:
+    with head_engine.begin() as conn:
+        app_customer = insert_customer(conn, "DEMO-LOOKALIKE")  # the app's, below the block
+        insert_account(
+            conn, app_customer, "12-34-56 00000009", "everyday_current", "current_account"
+        )
+    load_fixtures(head_engine, "--customers", "6", "-q")
+
+    result = load_fixtures(head_engine, "--clear")
+
+    assert result.code == 0, result.err
+    with head_engine.connect() as conn:
+        assert list(conn.scalars(sa.text("SELECT customer_id FROM customers"))) == [
+            "DEMO-LOOKALIKE"
+        ]
+        assert table_counts(conn)["accounts"] == 1
+        assert _data_set(conn.engine) is None, "a cleared database records no data set"
+
+
+def test_clear_commits_in_batches_and_shows_progress(
+    head_engine: sa.Engine, load_fixtures: Loader, monkeypatch
+) -> None:
+    load_fixtures(head_engine, "--customers", "30", "-q")
+    monkeypatch.setattr(demo_rows, "CLEAR_BATCH_CUSTOMERS", 7)
+    commits = []
+    real_clear = demo_rows.clear_demo_data
+
+    def counting(connection, **kwargs):
+        def progress(customers: int, rows: int) -> None:
+            commits.append(customers)
+            kwargs["on_progress"](customers, rows)
+
+        return real_clear(connection, on_progress=progress)
+
+    monkeypatch.setattr(cli, "clear_demo_data", counting)
+    result = load_fixtures(head_engine, "--clear")
+
+    assert result.code == 0, result.err
+    assert commits == [7, 14, 21, 28, 30], "a commit per batch of customer ids"
+    assert "cleared 30/30 demo customers" in result.out
+    assert "Cleared demo data: 60 messages, 30 conversations" in result.out
+    with head_engine.connect() as conn:
+        assert set(table_counts(conn).values()) == {0}
+
+
+@pytest.mark.parametrize(
+    ("setup", "args", "complaint"),
+    [
+        (
+            "UPDATE products SET is_active = false",
+            [],
+            "products has no product on sale",
+        ),
+        (
+            "ALTER TABLE customers DROP COLUMN phone",
+            [],
+            "needs column(s) customers.phone, which the database lacks",
+        ),
+        ("", ["--report-json", "/nonexistent/report.json"], "/nonexistent does not exist"),
+        ("", ["--seed", "7", "--as-of", "2026-13-01"], "expected a date like 2026-11-01"),
+    ],
+    ids=["no-product-on-sale", "dropped-column", "bad-report-path", "bad-as-of"],
+)
+def test_clear_with_customers_checks_everything_before_clearing(
+    head_engine: sa.Engine, load_fixtures: Loader, setup: str, args: list[str], complaint: str
+) -> None:
+    load_fixtures(head_engine, "--customers", "6", "-q")
+    if setup:
+        with head_engine.begin() as conn:
+            conn.execute(sa.text(setup))
+    with head_engine.connect() as conn:
+        before = business_rows(conn)
+
+    try:
+        result = load_fixtures(head_engine, "--clear", "--customers", "6", *args)
+        code, err = result.code, result.err
+    except SystemExit as exited:  # argparse refuses before anything runs
+        code, err = exited.code, "see captured stderr"
+    assert code == 2
+    if err != "see captured stderr":
+        assert complaint in err and len(err.strip().splitlines()) == 1, err
+    with head_engine.connect() as conn:
+        assert business_rows(conn) == before, "a refused --clear must not delete anything"
+
+
+def test_rows_in_the_demo_block_the_loader_did_not_write_are_refused(
+    head_engine: sa.Engine, load_fixtures: Loader
+) -> None:
+    with head_engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO customers (id, customer_id, first_name, last_name, email, phone, "
+                "date_of_birth, password_hash) VALUES (:id, 'APP-IN-BLOCK', 'A', 'B', "
+                "'a@example.co.uk', '0', '1980-01-01', 'x')"
+            ),
+            {"id": demo_id(3)},
+        )
+
+    result = load_fixtures(head_engine, "--customers", "5")
+    cleared = load_fixtures(head_engine, "--clear", "--customers", "5")
+
+    for refused in (result, cleared):
+        assert refused.code == 2
+        assert f"customers.id {demo_id(3)} is held by 'APP-IN-BLOCK'" in refused.err
+    with head_engine.connect() as conn:
+        assert table_counts(conn)["customers"] == 1
+
+
+# --- failures: counted in the database, isolated at a bounded cost ----------------------
+
+
+def test_a_trigger_that_silently_drops_rows_shows_as_variance(
+    head_engine: sa.Engine, load_fixtures: Loader
+) -> None:
+    install(
+        head_engine,
+        row_trigger("drop_some", "transactions", "RETURN NULL;", when="NEW.account_id % 10 = 3"),
+    )
+
+    result = load_fixtures(head_engine, "--customers", "40", "-q")
+
+    with head_engine.connect() as conn:
+        stored = table_counts(conn)
+    entities = {e["entity"]: e for e in result.report["entities"]}
+    assert result.report["skipped_customers"] == [], "nothing failed: the rows just vanished"
+    assert entities["transactions"]["actual"] == stored["transactions"]
+    assert entities["transactions"]["variance"] < 0, (
+        "rows a trigger dropped must show as missing: actual is counted in the database, "
+        "never taken from what the loader sent"
+    )
+    assert result.report["rows_written"] > stored["transactions"] + 40 * 4
+
+
+def test_every_customer_failing_late_costs_about_one_attempt_each(
+    head_engine: sa.Engine, load_fixtures: Loader, monkeypatch
+) -> None:
+    install(head_engine, REJECT_EVERY_MESSAGE)
+    attempts: list[int] = []
+    real_attempt = BatchLoader._attempt
+
+    def counted(self: BatchLoader, part: list) -> object:
+        attempts.append(sum(sum(c.counts) for c in part))
+        return real_attempt(self, part)
+
+    monkeypatch.setattr(BatchLoader, "_attempt", counted)
+    result = load_fixtures(
+        head_engine, "--customers", "120", "--batch-size", "40", "--workers", "1", "-q"
+    )
+
+    expected = sum(e["expected"] for e in result.report["entities"])
+    assert result.report["customers_skipped"] == 120
+    assert result.code == 1 and result.report["verdict"] == "FAILED"
+    assert len(attempts) <= 120 + 3 * 4, (
+        f"{len(attempts)} attempts for 120 failing customers: after the first failures, "
+        "transactions must shrink so each customer costs about one attempt"
+    )
+    assert sum(attempts) <= 3 * expected, (
+        f"{sum(attempts):,} rows sent for {expected:,} expected: failure cost must stay "
+        "near-linear, not grow with the square of the batch"
+    )
+
+
+def test_skip_lines_are_capped_and_the_rest_counted(
+    head_engine: sa.Engine, load_fixtures: Loader
+) -> None:
+    install(head_engine, REJECT_EVERY_MESSAGE)
+
+    result = load_fixtures(head_engine, "--customers", "30")
+
+    skip_lines = [line for line in result.out.splitlines() if line.startswith("skipped ")]
+    assert len(skip_lines) == cli.SKIP_LINES_SHOWN
+    assert f"{30 - cli.SKIP_LINES_SHOWN} more skipped customer(s) not shown" in result.out
+    assert result.report["customers_skipped"] == 30
+    assert len(result.report["skipped_customers"]) == 30
+
+
+@pytest.mark.parametrize("sqlstate", ["40001", "40P01"], ids=["serialization", "deadlock"])
+def test_serialization_failures_and_deadlocks_are_retried(
+    head_engine: sa.Engine, load_fixtures: Loader, sqlstate: str
+) -> None:
+    # A sequence is not rolled back: the first two customer rows ever sent fail, once.
+    install(
+        head_engine,
+        "CREATE SEQUENCE flaky;"
+        + row_trigger(
+            "flaky",
+            "customers",
+            "IF nextval('flaky') <= 2 THEN RAISE EXCEPTION 'simulated conflict' "
+            f"USING ERRCODE = '{sqlstate}'; END IF; RETURN NEW;",
+        ),
+    )
+
+    result = load_fixtures(head_engine, "--customers", "20", "-q")
+
+    assert result.code == 0, result.err
+    assert result.report["verdict"] == "PASSED"
+    assert result.report["skipped_customers"] == []
+
+
+def test_a_conflict_that_never_clears_stops_the_load_with_one_line(
+    head_engine: sa.Engine, load_fixtures: Loader, monkeypatch
+) -> None:
+    monkeypatch.setattr(load, "_RETRY_PAUSE_SECONDS", 0.001)
+    install(
+        head_engine,
+        row_trigger("conflict", "customers", "RAISE EXCEPTION 'conflict' USING ERRCODE = '40001';"),
+    )
+
+    result = load_fixtures(head_engine, "--customers", "20")
+
+    assert result.code == 1
+    assert "a serialization failure" in result.err and "run the command again" in result.err
+    assert len(result.err.strip().splitlines()) == 1, result.err
+    assert "skipped" not in result.out, "a server conflict is not about the customers"

@@ -13,17 +13,20 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from seed_data.fixtures.generate import (
+from seed_data.demo.data_set import DataSet, differences
+from seed_data.demo.generate import (
     DEMO_ID_BASE,
+    GENERATOR_VERSION,
     TABLES,
     DemoGenerator,
     accounts_per_customer,
+    expected_rows,
     first_account_number,
 )
-from seed_data.fixtures.load import SkippedCustomer, copy_text
-from seed_data.fixtures.reference import ProductRef, ReferenceData
-from seed_data.fixtures.report import Verdict, build_report, verdict_for
-from seed_data.fixtures.source import (
+from seed_data.demo.load import SkippedCustomer, _BlockReader, copy_text
+from seed_data.demo.reference import ProductRef, ReferenceData
+from seed_data.demo.report import Verdict, build_report, verdict_for
+from seed_data.demo.source import (
     SOURCE_MATERIAL,
     SourceMaterialError,
     load_source_material,
@@ -190,3 +193,71 @@ def test_report_variance_and_rate_never_let_surplus_hide_missing_rows() -> None:
 def test_report_of_nothing_expected_is_complete() -> None:
     report = build_report({"customers": 0}, {"customers": 0})
     assert (report.success_rate, report.verdict, report.exit_code()) == (1.0, Verdict.PASSED, 0)
+
+
+# What generator version 1 gives for seed 42, 30 customers, this catalogue and the source
+# material as committed (its SHA-256 is pinned too, so the failure can say which changed).
+PINNED_GENERATOR = (
+    GENERATOR_VERSION,
+    "502d4e983cb3e0610e686944f9b1cc8b1a3a492b24bec452f7c5414501ea9d5f",
+    "7258bcf3c4127d99880ab9d2837cab03763e951b83c90772fc490e308cd57131",
+)
+
+
+def test_generated_rows_change_only_with_the_generator_version(generator: DemoGenerator) -> None:
+    digest = hashlib.sha256()
+    for customer in generator.customers(30):
+        for rows in customer.tables:
+            digest.update(copy_text(rows).encode())
+    version, source_sha256, rows_sha256 = PINNED_GENERATOR
+    if SOURCE.sha256 != source_sha256:
+        pytest.skip("source_material.yaml changed: re-pin PINNED_GENERATOR's digests")
+    assert (GENERATOR_VERSION, digest.hexdigest()) == (version, rows_sha256), (
+        "generate.py now gives other rows for the same seed: bump GENERATOR_VERSION (so "
+        "databases loaded by the old generator are refused, not mixed) and re-pin "
+        "PINNED_GENERATOR; a new Faker major changes the names too"
+    )
+
+
+def test_expected_rows_match_what_is_generated(generator: DemoGenerator) -> None:
+    for customer in generator.customers(300):
+        assert customer.row_counts() == expected_rows(42, customer.ordinal), (
+            f"customer {customer.ordinal}: expected_rows() must predict the generated rows, "
+            "or reruns would report wrong expected counts for customers already loaded"
+        )
+
+
+def test_data_set_differences_are_named_in_the_users_terms() -> None:
+    recorded = DataSet(1, dt.date(2026, 11, 1), "a" * 64, "b" * 64, 1)
+    wanted = DataSet(2, dt.date(2025, 1, 1), "c" * 64, "d" * 64, 2)
+    assert differences(recorded, wanted) == [
+        "--seed 1 (this run: 2)",
+        "--as-of 2026-11-01 (this run: 2025-01-01)",
+        "the source material (seed_data/demo/source_material.yaml) has changed",
+        "the products on sale have changed",
+        "generator version 1 (this checkout: 2)",
+    ]
+    assert differences(recorded, recorded) == []
+
+
+def test_catalogue_fingerprint_follows_the_products_on_sale() -> None:
+    fewer = ReferenceData(CATALOGUE.products[:-1], CATALOGUE.codes)
+    assert fewer.catalogue_sha256 != CATALOGUE.catalogue_sha256
+    assert ReferenceData(CATALOGUE.products, {}).catalogue_sha256 == CATALOGUE.catalogue_sha256
+
+
+def test_report_counts_every_skipped_customer_but_lists_a_bounded_number() -> None:
+    listed = [SkippedCustomer(f"DEMO-{n:08d}", "boom") for n in range(3)]
+    report = build_report(
+        {"customers": 5000}, {"customers": 0}, skipped=listed, customers_skipped=5000
+    )
+    document = report.as_json()
+    assert document["customers_skipped"] == 5000
+    assert len(document["skipped_customers"]) == 3
+
+
+def test_copy_text_reaches_psycopg2_in_chunks_of_whole_blocks() -> None:
+    reader = _BlockReader(["ab\n", "cd\n", "ef\n"])
+    assert reader.read(4) == "ab\ncd\n"
+    assert reader.read(4) == "ef\n"
+    assert reader.read(4) == ""

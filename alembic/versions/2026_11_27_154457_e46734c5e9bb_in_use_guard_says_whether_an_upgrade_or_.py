@@ -1,7 +1,7 @@
 """in-use guard says whether an upgrade or a downgrade stopped
 
 Revision ID: e46734c5e9bb
-Revises: e76ed0cf054b
+Revises: 005fc96c69b8
 Create Date: 2026-11-27 15:44:57.169026
 
 refdata_assert_unreferenced() (core schema) always says "cannot downgrade" and advises
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "e46734c5e9bb"
-down_revision: str | Sequence[str] | None = "e76ed0cf054b"
+down_revision: str | Sequence[str] | None = "005fc96c69b8"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
