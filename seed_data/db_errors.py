@@ -42,9 +42,20 @@ class DatabaseFailure:
 
 
 def driver_error(error: BaseException) -> BaseException:
-    """The psycopg2 error behind a SQLAlchemy one (or the error itself)."""
-    if isinstance(error, sa.exc.DBAPIError) and error.orig is not None:
-        return error.orig
+    """The psycopg2 error behind ``error`` (or ``error`` itself, when there is none).
+
+    That is a SQLAlchemy wrapper's ``orig``, or the error another one was raised from:
+    ``env.py`` turns a server error into alembic's one-line ``CommandError`` with
+    ``raise ... from error``, and a caller of ``command.upgrade()`` still needs the
+    SQLSTATE and diagnostics underneath.
+    """
+    current: BaseException | None = error
+    while current is not None:
+        if isinstance(current, sa.exc.DBAPIError) and current.orig is not None:
+            return current.orig
+        if isinstance(current, psycopg2.Error):
+            return current
+        current = current.__cause__
     return error
 
 

@@ -11,9 +11,17 @@ from collections.abc import Iterator
 import psycopg2
 import pytest
 import sqlalchemy as sa
+from alembic.util import CommandError
 
 from seed_data.db import normalise_url, redact, scrub, secrets_in
-from seed_data.db_errors import DatabaseFailure, classify, is_retryable
+from seed_data.db_errors import (
+    DatabaseFailure,
+    classify,
+    driver_error,
+    first_line,
+    is_retryable,
+    sqlstate,
+)
 from tests.servers import PgServer
 
 
@@ -157,3 +165,19 @@ def test_an_sslpassword_is_masked_too() -> None:
     url = normalise_url("postgresql://app@db/bank?sslpassword=keyphrase&sslmode=require")
     assert "keyphrase" not in redact(url)
     assert "sslpassword=***" in redact(url)
+
+
+def test_the_server_error_behind_a_one_line_alembic_error_is_still_classified(
+    table: sa.Engine,
+) -> None:
+    # env.py raises CommandError(...) from the server's error; callers of command.upgrade()
+    # (refdata.py's proof) need the SQLSTATE and diagnostics underneath.
+    with table.connect() as conn, pytest.raises(sa.exc.DBAPIError) as raised:
+        conn.exec_driver_sql("INSERT INTO t VALUES (1, -1)")
+    try:
+        raise CommandError("upgrade a -> b: the step failed") from raised.value
+    except CommandError as wrapped:
+        assert sqlstate(wrapped) == "23514"
+        assert driver_error(wrapped).diag.constraint_name == "t_v_check"
+        assert first_line(wrapped).startswith('new row for relation "t"')
+    assert driver_error(ValueError("not a database error")).args == ("not a database error",)

@@ -15,6 +15,7 @@ from alembic.config import Config
 from seed_data.db_errors import first_line
 from tests.helpers import (
     ALEMBIC_INI,
+    config_for,
     current_revision,
     run_alembic,
     schema_fingerprint,
@@ -33,6 +34,7 @@ from tests.live_support import (
     wait_for,
     watcher,
 )
+from tests.servers import PgServer
 
 CONVERSATIONS = 40
 MESSAGES_EACH = 3
@@ -269,7 +271,7 @@ def test_a_cancelled_index_build_is_rebuilt_by_the_next_run(
 
 
 def test_upgrade_in_a_callers_transaction_numbers_rows_without_committing(
-    before_sequence_numbers: sa.Engine, head_engine: sa.Engine
+    before_sequence_numbers: sa.Engine, pg_server: PgServer
 ) -> None:
     engine = before_sequence_numbers
     config = Config(str(ALEMBIC_INI))
@@ -280,8 +282,11 @@ def test_upgrade_in_a_callers_transaction_numbers_rows_without_committing(
         with engine.connect() as other:
             assert current_revision(other) == BEFORE_IT, "the caller's transaction was committed"
         callers.commit()
-    with engine.connect() as conn, head_engine.connect() as head:
-        assert current_revision(conn) == SEQUENCE_NUMBERS
-        assert schema_fingerprint(conn) == schema_fingerprint(head), (
-            "the transactional path must end in the same schema as the online one"
-        )
+    with pg_server.database() as online:
+        command.upgrade(config_for(online), SEQUENCE_NUMBERS)
+        with engine.connect() as conn, online.connect() as migrated_online:
+            assert current_revision(conn) == SEQUENCE_NUMBERS
+            online_schema = schema_fingerprint(migrated_online)
+            assert schema_fingerprint(conn) == online_schema, (
+                "the transactional path must end in the same schema as the online one"
+            )
