@@ -14,6 +14,8 @@ from alembic.script import ScriptDirectory
 
 from seed_data.db import redact
 from seed_data.migration_history import HISTORY_REVISION
+from seed_data.refdata.branches import HeadChange, HeadsReport
+from seed_data.refdata.replay import RowChange
 from seed_data.refdata.state import read_rows
 from seed_data.refdata.tables import reference_tables
 from tests.helpers import config_for, revision_steps, snapshot_rows
@@ -296,3 +298,30 @@ def test_disjoint_heads_give_the_same_rows_in_either_order_and_merge(
     result = workspace.refdata("merge", "-m", "again")
     assert result.code == 0 and result.out.startswith("nothing to merge: ")
     assert len(workspace.new_revision_files()) == 3
+
+
+def test_revisions_two_heads_share_are_no_conflict_between_them() -> None:
+    """Three heads: A and B forked from X, which forked from C's parent. A row only X
+    touched is no conflict between A and B, but is one with C if C touched it too."""
+    lineages = {"a": {"base", "x", "a"}, "b": {"base", "x", "b"}, "c": {"base", "c"}}
+    report = HeadsReport("base", ["a", "b", "c"], lineages)
+
+    def changed(head: str, key: str, *by: str) -> HeadChange:
+        change = RowChange("products", key, {"interest_rate": 1}, {"interest_rate": 2})
+        return HeadChange(head, None, change, frozenset(by))  # type: ignore[arg-type]
+
+    report.changes = {
+        "a": {
+            ("products", k): changed("a", k, *by)
+            for k, by in (("x_only", "x"), ("x_c", "x"), ("a_b", "a"))
+        },
+        "b": {
+            ("products", k): changed("b", k, *by)
+            for k, by in (("x_only", "x"), ("x_c", "x"), ("a_b", "b"))
+        },
+        "c": {("products", "x_c"): changed("c", "x_c", "c")},
+    }
+    assert [[(c.head, c.change.key) for c in row] for row in report.conflicts()] == [
+        [("a", "a_b"), ("b", "a_b")],
+        [("a", "x_c"), ("b", "x_c"), ("c", "x_c")],
+    ]

@@ -22,7 +22,7 @@ from sqlalchemy.engine import URL
 
 from seed_data.refdata.declared import Rows
 from seed_data.refdata.files import shown
-from seed_data.refdata.heads import merge_base, upgrade_path
+from seed_data.refdata.heads import lineage, merge_base, upgrade_path
 from seed_data.refdata.replay import (
     RowChange,
     change_lines,
@@ -43,29 +43,49 @@ RESOLVE = (
 
 @dataclass(frozen=True)
 class HeadChange:
-    """A row one head changed since the common ancestor, and the revision that last did."""
+    """A row one head changed since the common ancestor: the net change, every revision on
+    the way that touched it, and the last of them."""
 
     head: str
     script: Script
     change: RowChange
+    touched_by: frozenset[str]
 
 
 @dataclass
 class HeadsReport:
     base: str
     heads: list[str]
+    # head -> the head and every revision below it
+    lineages: dict[str, set[str]] = field(default_factory=dict)
     # head -> (table, key) -> what that head did to the row
     changes: dict[str, dict[tuple[str, str], HeadChange]] = field(default_factory=dict)
     # how the rows differ when the heads are applied in different orders (None: they don't)
     order_difference: str | None = None
 
     def conflicts(self) -> list[list[HeadChange]]:
-        """Rows changed on more than one head, each with every head's change."""
+        """Rows two heads change, each with those heads' changes.
+
+        With three heads or more, two of them can share revisions above the common
+        ancestor (a branch that forked again): a row only such a shared revision touched
+        is not a conflict between those two.
+        """
         by_row: dict[tuple[str, str], list[HeadChange]] = {}
         for head in self.heads:
             for row, change in self.changes[head].items():
                 by_row.setdefault(row, []).append(change)
-        return [changes for _, changes in sorted(by_row.items()) if len(changes) > 1]
+        conflicts = []
+        for _, changes in sorted(by_row.items()):
+            clashing = [a for a in changes if any(self._clash(a, b) for b in changes)]
+            if clashing:
+                conflicts.append(clashing)
+        return conflicts
+
+    def _clash(self, a: HeadChange, b: HeadChange) -> bool:
+        """Each head touched the row in a revision the other head does not have."""
+        return a.head != b.head and bool(
+            a.touched_by - self.lineages[b.head] and b.touched_by - self.lineages[a.head]
+        )
 
     def problems(self, versions: Path) -> list[str]:
         """What ``check`` and ``merge`` report: the conflicts, or that merging is safe."""
@@ -108,7 +128,7 @@ def analyse_heads(
 ) -> HeadsReport:
     """Replay every head from the common ancestor in scratch databases on ``server``."""
     base = merge_base(script, heads)
-    report = HeadsReport(base, sorted(heads))
+    report = HeadsReport(base, sorted(heads), {head: lineage(script, head) for head in heads})
     tables = reference_tables()
     finals: list[tuple[str, dict[str, Rows]]] = []
     with scratch_database(server, config, target=base) as at_base:
@@ -132,12 +152,20 @@ def _changes(
     base_rows: dict[str, Rows],
 ) -> dict[tuple[str, str], HeadChange]:
     tables = reference_tables()
-    last_touched: dict[tuple[str, str], Script] = {}
+    touched: dict[tuple[str, str], list[Script]] = {}
     for step in replay(engine, config, upgrade_path(script, base, head), tables):
         for change in step.changes(tables):
-            last_touched[(change.table, change.key)] = step.script
+            touched.setdefault((change.table, change.key), []).append(step.script)
     net = row_changes(tables, base_rows, rows_now(engine, tables))
-    return {(c.table, c.key): HeadChange(head, last_touched[(c.table, c.key)], c) for c in net}
+    return {
+        (c.table, c.key): HeadChange(
+            head,
+            touched[(c.table, c.key)][-1],
+            c,
+            frozenset(s.revision for s in touched[(c.table, c.key)]),
+        )
+        for c in net
+    }
 
 
 def _order_difference(
