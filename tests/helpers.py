@@ -85,6 +85,13 @@ def history_rows(conn: sa.Connection) -> list[dict[str, Any]]:
     return [dict(row._mapping) for row in rows]
 
 
+def history_appended(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> list[dict]:
+    """The rows appended to ``migration_history`` between two reads; the rows read first
+    must be untouched (the table is append-only)."""
+    assert after[: len(before)] == before, "migration_history rows changed: it is append-only"
+    return after[len(before) :]
+
+
 def history_steps(conn: sa.Connection) -> list[tuple[str, str, str]]:
     """(revision, direction, method) of each ``migration_history`` row, oldest first."""
     return [(r["revision"], r["direction"], r["method"]) for r in history_rows(conn)]

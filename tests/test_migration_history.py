@@ -31,6 +31,7 @@ from tests.helpers import (
     ALEMBIC_INI,
     apply_with_psql,
     current_revision,
+    history_appended,
     history_rows,
     history_steps,
     revision_steps,
@@ -51,9 +52,7 @@ TRACKER_CUT = (
 def added(before: list[dict], engine: sa.Engine) -> list[dict]:
     """The rows appended since ``before``; earlier rows must be untouched."""
     with engine.connect() as conn:
-        after = history_rows(conn)
-    assert after[: len(before)] == before, "migration_history rows changed: it is append-only"
-    return after[len(before) :]
+        return history_appended(before, history_rows(conn))
 
 
 def steps_of(rows: list[dict]) -> list[tuple[str, str, str]]:

@@ -18,6 +18,7 @@ from tests.helpers import (
     Step,
     config_for,
     current_revision,
+    history_appended,
     history_rows,
     insert_account,
     insert_customer,
@@ -42,10 +43,8 @@ def differing_tables(a: dict[str, list[str]], b: dict[str, list[str]]) -> list[s
 
 def history_added(before: list[dict], after: list[dict]) -> list[tuple[str, str, str, str | None]]:
     """The rows a step appended to migration_history (it never changes or drops one)."""
-    assert after[: len(before)] == before, "migration_history rows changed: it is append-only"
-    return [
-        (r["revision"], r["direction"], r["method"], r["checksum"]) for r in after[len(before) :]
-    ]
+    appended = history_appended(before, after)
+    return [(r["revision"], r["direction"], r["method"], r["checksum"]) for r in appended]
 
 
 def expected_history(step: Step, direction: str) -> list[tuple[str, str, str, str | None]]:
