@@ -13,14 +13,18 @@
 * A connection handed in by a caller (pytest-alembic, or app code) through
   ``config.attributes["connection"]`` belongs to the caller: we neither lock nor commit on
   it, and revisions take their transactional path (``autocommit_allowed`` is False).
+* Every step, in every mode, appends a row to ``migration_history`` in its own transaction
+  (``seed_data.migration_history``), ``--sql`` scripts included.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import select
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import psycopg2.extensions
 from alembic import context
@@ -34,6 +38,7 @@ from seed_data.db import (
     REFERENCE_ROW_IN_USE,
     DatabaseUrlError,
     create_engine,
+    database_url,
     redact,
 )
 from seed_data.db_errors import QUERY_CANCELED, classify, first_line, sqlstate
@@ -47,6 +52,7 @@ from seed_data.lock_discipline import (
     StepProgress,
     describe_step,
 )
+from seed_data.migration_history import CALLERS_TRANSACTION, ONLINE, SQL_SCRIPT, Recorder
 from seed_data.models import Base
 
 config = context.config
@@ -77,9 +83,28 @@ def read_settings() -> LockSettings:
         raise CommandError(str(error)) from None
 
 
+def configure(method: str, wrap: Callable[[Any], Any] | None = None, **options: Any) -> None:
+    """``context.configure(**options)``, with every step recorded in ``migration_history``.
+
+    ``wrap`` goes around the command's step function first (the lock-safe path's retries),
+    so that the history sees each step once, however many attempts it took.
+    """
+    context.configure(**options)
+    steps = context.get_context().opts.get("fn")
+    if steps is None:
+        return
+    recorder = Recorder(context.script, method, as_sql=context.is_offline_mode())
+    context.configure(
+        fn=recorder.track(wrap(steps) if wrap else steps),
+        on_version_apply=[recorder.on_apply],
+        **options,
+    )
+
+
 def run_migrations_offline(settings: LockSettings) -> None:
     """Write the SQL to stdout (``alembic upgrade head --sql``); no database is needed."""
-    context.configure(
+    configure(
+        SQL_SCRIPT,
         dialect_name="postgresql",
         literal_binds=True,
         dialect_opts={"paramstyle": "named"},
@@ -156,7 +181,8 @@ def run_in_callers_transaction(connection: Connection, settings: LockSettings) -
     """The caller's connection: run inside its transaction, never commit, lock or retry."""
     if not connection.in_transaction():
         connection.begin()
-    context.configure(
+    configure(
+        CALLERS_TRANSACTION,
         connection=connection,
         **COMMON_OPTIONS,
         **settings.revision_options(autocommit_allowed=False),
@@ -170,13 +196,10 @@ def run_in_callers_transaction(connection: Connection, settings: LockSettings) -
 def run_lock_safe(connection: Connection, engine: Engine, settings: LockSettings) -> None:
     """Our own connection: per-step timeouts, retries, and blockers named on giving up."""
     options = {**COMMON_OPTIONS, **settings.revision_options(autocommit_allowed=True)}
-    context.configure(connection=connection, **options)
-    resolve = context.get_context().opts.get("fn")
     pid = connection.connection.dbapi_connection.get_backend_pid()
     with BlockerWatch(engine, pid, engine.url) as watch:
         retry = LockRetry(connection, settings, engine.url, watch)
-        if resolve is not None:
-            context.configure(connection=connection, fn=retry.plan(resolve), **options)
+        configure(ONLINE, retry.plan, connection=connection, **options)
         event.listen(connection, "commit", retry.on_commit)
         try:
             retry.run(run_steps)
@@ -243,6 +266,15 @@ def interruptible() -> Iterator[None]:
         psycopg2.extensions.set_wait_callback(previous)
 
 
+def own_engine() -> Engine:
+    """The engine on DATABASE_URL (or the embedded server). Its sessions say they are
+    alembic (pg_stat_activity, migration_history), unless the URL or PGAPPNAME names one."""
+    url = database_url()
+    named = "application_name" in url.query or os.environ.get("PGAPPNAME")
+    connect_args = {} if named else {"application_name": "alembic"}
+    return create_engine(url, poolclass=NullPool, connect_args=connect_args)
+
+
 def run_migrations_online(settings: LockSettings) -> None:
     given = config.attributes.get("connection")
     if isinstance(given, Connection):
@@ -256,7 +288,7 @@ def run_migrations_online(settings: LockSettings) -> None:
             f" not {type(given).__name__}"
         )
     try:
-        engine = given or create_engine(poolclass=NullPool)
+        engine = given or own_engine()
     except DatabaseUrlError as error:
         raise CommandError(str(error)) from None
     with interruptible():

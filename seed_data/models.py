@@ -30,6 +30,7 @@ from sqlalchemy import (
     ForeignKey,
     Identity,
     Index,
+    Interval,
     MetaData,
     Numeric,
     SmallInteger,
@@ -41,7 +42,7 @@ from sqlalchemy import (
     text,
     true,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import INET, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAMING_CONVENTION = {
@@ -246,6 +247,41 @@ class DemoDataSet(Base):
     catalogue_sha256: Mapped[str] = mapped_column(String(64))
     generator_version: Mapped[int]
     recorded_at: Mapped[Timestamp]
+
+
+class MigrationHistory(Base):
+    """One row per migration step applied to this database, appended by ``alembic/env.py``
+    in the step's own transaction (see ``seed_data.migration_history``). Append-only: a
+    trigger refuses UPDATE, DELETE and TRUNCATE. Not reference data.
+
+    ``method`` says how the step ran; ``not_recorded`` marks a revision applied before
+    the history began (no checksum, no times: the revision's CHECK
+    ``recorded_or_not`` holds rows to that).
+    """
+
+    __tablename__ = "migration_history"
+    __table_args__ = (
+        CheckConstraint("direction IN ('upgrade', 'downgrade')", name="direction"),
+        CheckConstraint(
+            "method IN ('online', 'sql_script', 'caller_transaction', 'not_recorded')",
+            name="method",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    revision: Mapped[str] = mapped_column(Text)
+    direction: Mapped[str] = mapped_column(Text)
+    method: Mapped[str] = mapped_column(Text)
+    # SHA-256 of the revision file that ran, as alembic/versions.sha256 records it.
+    checksum: Mapped[str | None] = mapped_column(Text)
+    # Not the one timestamp rule: no default, because NULL means "not recorded".
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    duration: Mapped[dt.timedelta | None] = mapped_column(Interval)
+    database_user: Mapped[str | None] = mapped_column(Text)
+    application_name: Mapped[str | None] = mapped_column(Text)
+    client_addr: Mapped[str | None] = mapped_column(INET)
+    project_version: Mapped[str | None] = mapped_column(Text)
 
 
 REFERENCE_TABLES: tuple[str, ...] = (

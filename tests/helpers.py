@@ -8,6 +8,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from alembic.config import Config
@@ -15,6 +16,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import URL
 
 from seed_data.db import REPO_ROOT, libpq_connection
+from seed_data.migration_history import HISTORY_TABLE
 
 ALEMBIC_INI = REPO_ROOT / "alembic.ini"
 ALEMBIC_BIN = Path(sys.executable).with_name("alembic")
@@ -48,11 +50,16 @@ def revision_steps() -> list[Step]:
     ]
 
 
-def snapshot_rows(conn: sa.Connection) -> dict[str, list[str]]:
+def snapshot_rows(conn: sa.Connection, *, history: bool = True) -> dict[str, list[str]]:
     """Every row of every table, as sorted JSON text: equal snapshots mean equal contents.
 
     An empty ``alembic_version`` counts as absent: alembic creates it on its first run and
     leaves it behind, empty, after a downgrade to base.
+
+    ``history=False`` leaves out ``migration_history``, for comparisons across migration
+    steps that are expected to append to it (every upgrade or downgrade step does, and a
+    downgrade never takes a row back): test those rows with :func:`history_rows`. Where
+    nothing may change (a refused or failed step, a read-only check), keep it in.
     """
     tables = conn.scalars(
         sa.text("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
@@ -65,7 +72,29 @@ def snapshot_rows(conn: sa.Connection) -> dict[str, list[str]]:
     }
     if "alembic_version" in rows and not rows["alembic_version"]:
         del rows["alembic_version"]
+    if not history:
+        rows.pop(HISTORY_TABLE, None)
     return rows
+
+
+def history_rows(conn: sa.Connection) -> list[dict[str, Any]]:
+    """``migration_history``, oldest first ([] while the table does not exist)."""
+    if not conn.scalar(sa.text(f"SELECT to_regclass('public.{HISTORY_TABLE}') IS NOT NULL")):
+        return []
+    rows = conn.execute(sa.text(f"SELECT *, xmin::text AS xmin FROM {HISTORY_TABLE} ORDER BY id"))
+    return [dict(row._mapping) for row in rows]
+
+
+def history_appended(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> list[dict]:
+    """The rows appended to ``migration_history`` between two reads; the rows read first
+    must be untouched (the table is append-only)."""
+    assert after[: len(before)] == before, "migration_history rows changed: it is append-only"
+    return after[len(before) :]
+
+
+def history_steps(conn: sa.Connection) -> list[tuple[str, str, str]]:
+    """(revision, direction, method) of each ``migration_history`` row, oldest first."""
+    return [(r["revision"], r["direction"], r["method"]) for r in history_rows(conn)]
 
 
 SCHEMA_QUERIES = {

@@ -177,3 +177,21 @@ def session(engine: sa.Engine, application: str) -> Iterator[sa.Connection]:
         )
         conn.commit()
         yield conn
+
+
+def succeeds_after_a_retry(
+    engine: sa.Engine, hold: str, *args: str, while_retrying: Callable[[], None] = lambda: None
+) -> None:
+    """Run alembic while a session holds a lock; release it once alembic has retried."""
+    with session(engine, "lock-holder") as holder:
+        holder.execute(sa.text(hold))
+        run = popen_alembic(*args, url=engine.url)
+        try:
+            wait_for(lambda: "retrying in" in run.stderr.readline(), "a lock-timeout retry")
+            while_retrying()
+        except BaseException:
+            kill(run)
+            raise
+        holder.rollback()
+    _, stderr = run.communicate(timeout=120)
+    assert run.returncode == 0, stderr

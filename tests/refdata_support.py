@@ -121,9 +121,14 @@ class Workspace:
             out, err = process.communicate(timeout=120)
         return Result(process.returncode, out, err)
 
-    def add_revision(self, message: str, upgrade_sql: str, downgrade_sql: str) -> Path:
-        """A hand-written revision running these statements, made by alembic and locked."""
-        script = command.revision(self.config(), message=message)
+    def add_revision(
+        self, message: str, upgrade_sql: str, downgrade_sql: str, on: str | None = None
+    ) -> Path:
+        """A hand-written revision running these statements, made by alembic and locked; on
+        head, or on revision ``on`` (another head, as a branch made elsewhere would be)."""
+        script = command.revision(
+            self.config(), message=message, head=on or "head", splice=on is not None
+        )
         assert script is not None
         path = Path(script.path)
         path.write_text(

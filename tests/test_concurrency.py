@@ -12,11 +12,13 @@ from alembic.config import Config
 from alembic.util import CommandError
 
 from seed_data.db import MIGRATION_LOCK_KEY, REPO_ROOT
+from seed_data.migration_history import ONLINE
 from tests.helpers import (
     ALEMBIC_BIN,
     ALEMBIC_INI,
     alembic_env,
     current_revision,
+    history_steps,
     revision_steps,
     snapshot_rows,
 )
@@ -78,6 +80,7 @@ def test_concurrent_upgrades_both_succeed_and_apply_history_once(
     )
     with engine.connect() as conn:
         assert current_revision(conn) == revision_steps()[-1].revision
+        assert history_steps(conn) == [(s.revision, "upgrade", ONLINE) for s in revision_steps()]
 
 
 def test_callers_connection_is_neither_committed_nor_locked(engine: sa.Engine) -> None:

@@ -4,7 +4,7 @@ before anything runs."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import datetime as dt
 
 import pytest
 import sqlalchemy as sa
@@ -18,10 +18,12 @@ from seed_data.lock_discipline import (
     format_ms,
     parse_duration,
 )
+from seed_data.migration_history import NOT_RECORDED, ONLINE
 from tests.helpers import (
     ALEMBIC_INI,
     config_for,
     current_revision,
+    history_rows,
     revision_steps,
     run_alembic,
     snapshot_rows,
@@ -29,12 +31,10 @@ from tests.helpers import (
 from tests.live_support import (
     BEFORE_IT,
     SEQUENCE_NUMBERS,
-    kill,
     numbering_problems,
-    popen_alembic,
     seed_conversations,
     session,
-    wait_for,
+    succeeds_after_a_retry,
 )
 
 STEPS = revision_steps()
@@ -111,40 +111,28 @@ def test_blocked_migration_gives_up_naming_the_blocker_then_succeeds_once_it_end
         assert numbering_problems(conn) == []
 
 
-def succeeds_after_a_retry(
-    engine: sa.Engine, hold: str, *args: str, while_retrying: Callable[[], None] = lambda: None
-) -> None:
-    """Run alembic while a session holds a lock; release it once alembic has retried."""
-    with session(engine, "lock-holder") as holder:
-        holder.execute(sa.text(hold))
-        run = popen_alembic(*args, url=engine.url)
-        try:
-            wait_for(lambda: "retrying in" in run.stderr.readline(), "a lock-timeout retry")
-            while_retrying()
-        except BaseException:
-            kill(run)
-            raise
-        holder.rollback()
-    _, stderr = run.communicate(timeout=120)
-    assert run.returncode == 0, stderr
-
-
 @pytest.mark.slow
 def test_a_step_that_times_out_is_retried_and_succeeds_when_the_blocker_ends(
     before_sequence_numbers: sa.Engine,
 ) -> None:
     engine = before_sequence_numbers
     succeeds_after_a_retry(
-        engine,
-        "SELECT count(*) FROM messages",
-        "-x",
-        "lock_retry_for=1min",
-        "upgrade",
-        SEQUENCE_NUMBERS,
+        engine, "SELECT count(*) FROM messages", "-x", "lock_retry_for=1min", "upgrade", "head"
     )
     with engine.connect() as conn:
-        assert current_revision(conn) == SEQUENCE_NUMBERS
+        assert current_revision(conn) == STEPS[-1].revision
         assert numbering_problems(conn) == []
+        history = history_rows(conn)
+    # The retried step is recorded once (by the history revision, later in the same run),
+    # started at its first attempt: its duration includes the lock wait and the pause.
+    ran = [s.revision for s in STEPS]
+    earlier = ran[: ran.index(SEQUENCE_NUMBERS)]
+    assert [(r["revision"], r["method"]) for r in history] == [
+        *((revision, NOT_RECORDED) for revision in earlier),
+        *((revision, ONLINE) for revision in ran[len(earlier) :]),
+    ]
+    (retried,) = [r for r in history if r["revision"] == SEQUENCE_NUMBERS]
+    assert retried["duration"] >= dt.timedelta(seconds=0.3), retried
 
 
 @pytest.mark.slow

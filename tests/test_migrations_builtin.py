@@ -3,6 +3,11 @@
 single head, upgrade base→head, models match the migrated DDL, every downgrade runs, and
 (experimental) every downgrade leaves no schema trace. These compare schema only;
 tests/test_round_trip.py compares rows.
+
+migration_history needs nothing special here: every step appends rows to it, but these
+tests compare DDL, not rows; its table is in the models (so model-vs-DDL holds it to its
+revision) and is created and dropped by that revision alone (so no downgrade leaves a
+trace). Its rows are tested in tests/test_round_trip.py and tests/test_migration_history.py.
 """
 
 from pytest_alembic.tests import (

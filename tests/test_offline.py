@@ -8,9 +8,13 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 
+from seed_data.migration_history import NOT_RECORDED, SQL_SCRIPT, project_version
 from tests.helpers import (
     apply_with_psql,
     config_for,
+    history_rows,
+    history_steps,
+    revision_steps,
     run_alembic,
     schema_fingerprint,
     snapshot_rows,
@@ -44,10 +48,30 @@ def test_offline_upgrade_gives_the_online_schema_and_rows(
     apply_with_psql(pg_server.bin_dir, engine, offline_scripts["upgrade"])
     with engine.connect() as offline, head_engine.connect() as online:
         assert schema_fingerprint(offline) == schema_fingerprint(online)
-        assert snapshot_rows(offline) == snapshot_rows(online), (
+        # migration_history says how each step ran, so it differs by design: compared below.
+        assert snapshot_rows(offline, history=False) == snapshot_rows(online, history=False), (
             "the --sql script inserts different rows from the online upgrade: check how"
             " bulk_insert renders literals (JSONB, Decimal, dates) in offline mode"
         )
+        offline_history, online_history = history_rows(offline), history_rows(online)
+        user = offline.scalar(sa.text("SELECT session_user"))
+    assert [same_step(row) for row in offline_history] == [
+        same_step(row) for row in online_history
+    ], "the --sql script records other steps or checksums than the online upgrade"
+    assert [row["revision"] for row in offline_history] == [s.revision for s in revision_steps()]
+    for row in offline_history:
+        assert row["method"] == SQL_SCRIPT and row["application_name"] == "psql"
+        assert row["database_user"] == user and row["project_version"] == project_version()
+        assert row["started_at"] <= row["finished_at"]
+        assert row["duration"] == row["finished_at"] - row["started_at"]
+    starts = [row["started_at"] for row in offline_history]
+    assert starts == sorted(starts) and len(set(starts)) == len(starts), (
+        "each step's start is taken by the server when psql reaches it"
+    )
+
+
+def same_step(row: dict) -> tuple[str, str, str | None]:
+    return row["revision"], row["direction"], row["checksum"]
 
 
 def test_offline_downgrade_to_base_leaves_an_empty_schema(
@@ -85,3 +109,11 @@ def test_offline_backfill_numbers_rows_as_the_online_upgrade_does(
             for table in ("messages", "alembic_version"):  # customers differ by created_at
                 assert offline_rows[table] == live_rows[table]
             assert schema_fingerprint(offline) == schema_fingerprint(live)
+            # A script starting above base: what it runs is recorded, the revisions that
+            # database had before are marked as such.
+            earlier = [s.revision for s in revision_steps()]
+            cut = earlier.index(BEFORE_IT) + 1
+            assert history_steps(offline) == [
+                *((r, "upgrade", NOT_RECORDED) for r in earlier[:cut]),
+                *((r, "upgrade", SQL_SCRIPT) for r in earlier[cut:]),
+            ]

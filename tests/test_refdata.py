@@ -20,10 +20,16 @@ from alembic.script import ScriptDirectory
 
 from seed_data.db import REPO_ROOT
 from seed_data.refdata.declared import load_declared
-from seed_data.refdata.lock import check_lock, read_lock
+from seed_data.refdata.lock import check_lock, file_checksum, read_lock
 from seed_data.refdata.state import read_rows
 from seed_data.refdata.tables import reference_tables
-from tests.helpers import alembic_env, apply_with_psql, snapshot_rows
+from tests.helpers import (
+    alembic_env,
+    apply_with_psql,
+    history_rows,
+    history_steps,
+    snapshot_rows,
+)
 from tests.refdata_support import Workspace, aim_database_url, assert_ruff_clean
 from tests.servers import PgServer
 from tests.test_project_rules import ALLOWED_IMPORT_ROOTS, imported_roots
@@ -114,23 +120,35 @@ EDITS = {
 
 
 def apply_generated_revision(workspace: Workspace, engine: sa.Engine) -> tuple[Path, dict]:
-    """Upgrade ``engine`` (at the previous head) with the new revision, down and up again."""
+    """Upgrade ``engine`` (at the previous head) with the new revision, down and up again.
+
+    Rows are compared without migration_history, which each step appends to: it must end
+    with one row per step, each with the generated file's checksum.
+    """
     (generated,) = workspace.new_revision_files()
     assert read_lock(workspace.root / "alembic")[generated.name], "not recorded in the lock"
     config = workspace.config(engine)
     with engine.connect() as conn:
-        before = snapshot_rows(conn)
+        before, history_before = snapshot_rows(conn, history=False), len(history_steps(conn))
     command.upgrade(config, "head")
     with engine.connect() as conn:
-        upgraded = snapshot_rows(conn)
+        upgraded = snapshot_rows(conn, history=False)
         rows = read_rows(conn, reference_tables())
     assert rows == load_declared(workspace.reference), "head must now equal the declared files"
     command.downgrade(config, "-1")
     with engine.connect() as conn:
-        assert snapshot_rows(conn) == before, "downgrade must restore every row exactly"
+        assert snapshot_rows(conn, history=False) == before, "downgrade must restore every row"
     command.upgrade(config, "head")
     with engine.connect() as conn:
-        assert snapshot_rows(conn) == upgraded, "upgrading again must give the same rows"
+        assert snapshot_rows(conn, history=False) == upgraded, (
+            "upgrading again must give the same rows"
+        )
+        history = history_rows(conn)[history_before:]
+    revision = generated.name.split("_")[4]
+    assert [(r["revision"], r["direction"], r["checksum"]) for r in history] == [
+        (revision, direction, file_checksum(generated))
+        for direction in ("upgrade", "downgrade", "upgrade")
+    ]
     return generated, upgraded
 
 
@@ -203,7 +221,11 @@ def test_generated_revision_is_clean_code_and_renders_offline(
     apply_with_psql(pg_server.bin_dir, engine, script)
     command.upgrade(workspace.config(head_engine), "head")
     with engine.connect() as offline, head_engine.connect() as online:
-        assert snapshot_rows(offline) == snapshot_rows(online)
+        assert snapshot_rows(offline, history=False) == snapshot_rows(online, history=False)
+        # The same steps recorded, each with the same checksum; only how they ran differs.
+        assert [(r["revision"], r["checksum"]) for r in history_rows(offline)] == [
+            (r["revision"], r["checksum"]) for r in history_rows(online)
+        ]
 
 
 def test_nothing_to_change_writes_no_file(workspace: Workspace) -> None:

@@ -1,7 +1,8 @@
 """Row-level round trips: every revision's downgrade restores exactly the rows it found.
 
 pytest-alembic's ``test_up_down_consistency`` compares schema only; these compare the
-contents of every table (and alembic_version) before and after each step.
+contents of every table (and alembic_version) before and after each step, except
+migration_history: every step appends to it, so its rows are checked on their own.
 """
 
 from __future__ import annotations
@@ -10,10 +11,15 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 
+from seed_data.db import REPO_ROOT
+from seed_data.migration_history import HISTORY_REVISION, NOT_RECORDED, ONLINE
+from seed_data.refdata.lock import read_lock
 from tests.helpers import (
     Step,
     config_for,
     current_revision,
+    history_appended,
+    history_rows,
     insert_account,
     insert_customer,
     revision_steps,
@@ -28,27 +34,64 @@ REVISION = {step.file_stem.split("_", 5)[-1]: step.revision for step in STEPS}
 CORE_SCHEMA = REVISION["create_core_schema"]
 LOOKUPS = REVISION["lookup_values"]
 CATALOGUE_2027 = REVISION["catalogue_update_for_2027"]
+LOCKED = read_lock(REPO_ROOT / "alembic")
 
 
 def differing_tables(a: dict[str, list[str]], b: dict[str, list[str]]) -> list[str]:
     return sorted(t for t in a.keys() | b.keys() if a.get(t) != b.get(t))
 
 
+def history_added(before: list[dict], after: list[dict]) -> list[tuple[str, str, str, str | None]]:
+    """The rows a step appended to migration_history (it never changes or drops one)."""
+    appended = history_appended(before, after)
+    return [(r["revision"], r["direction"], r["method"], r["checksum"]) for r in appended]
+
+
+def expected_history(step: Step, direction: str) -> list[tuple[str, str, str, str | None]]:
+    """What one online step appends: its own row once the table exists (from the history
+    revision on, not after its downgrade); the history revision's upgrade also marks every
+    revision below it, applied by an earlier run here, as not recorded."""
+    ancestry = [s.revision for s in STEPS[: STEPS.index(step) + 1]]
+    if HISTORY_REVISION not in ancestry or (
+        direction == "downgrade" and step.revision == HISTORY_REVISION
+    ):
+        return []
+    own = [(step.revision, direction, ONLINE, LOCKED[f"{step.file_stem}.py"])]
+    if direction == "upgrade" and step.revision == HISTORY_REVISION:
+        return [(r, "upgrade", NOT_RECORDED, None) for r in ancestry[:-1]] + own
+    return own
+
+
 @pytest.mark.parametrize("step", STEPS, ids=[s.file_stem for s in STEPS])
 def test_revision_round_trips_rows(step: Step, engine: sa.Engine) -> None:
+    """Rows of every table but migration_history, which each step appends to (checked
+    directly: one row per step, with the file's checksum)."""
     config = config_for(engine)
     if step.down_revision != "base":
         command.upgrade(config, step.down_revision)
     with engine.connect() as conn:
-        before, schema_before = snapshot_rows(conn), schema_fingerprint(conn)
+        before, schema_before = snapshot_rows(conn, history=False), schema_fingerprint(conn)
+        history = history_rows(conn)
+
+    def history_after(conn: sa.Connection, direction: str) -> None:
+        nonlocal history
+        now = history_rows(conn)
+        if direction == "downgrade" and step.revision == HISTORY_REVISION:
+            assert now == [], "the history revision's downgrade drops the table"
+        else:
+            assert history_added(history, now) == expected_history(step, direction)
+        history = now
 
     command.upgrade(config, step.revision)
     with engine.connect() as conn:
-        after_first_upgrade = snapshot_rows(conn)
+        after_first_upgrade = snapshot_rows(conn, history=False)
+        history_after(conn, "upgrade")
 
     command.downgrade(config, step.down_revision)
     with engine.connect() as conn:
-        after_downgrade, schema_after_downgrade = snapshot_rows(conn), schema_fingerprint(conn)
+        after_downgrade = snapshot_rows(conn, history=False)
+        schema_after_downgrade = schema_fingerprint(conn)
+        history_after(conn, "downgrade")
     assert schema_after_downgrade == schema_before, (
         f"downgrading {step.file_stem} left the schema different (tables, columns, constraints,"
         " indexes or functions): its downgrade() must drop everything its upgrade() created."
@@ -61,7 +104,8 @@ def test_revision_round_trips_rows(step: Step, engine: sa.Engine) -> None:
 
     command.upgrade(config, step.revision)
     with engine.connect() as conn:
-        after_second_upgrade = snapshot_rows(conn)
+        after_second_upgrade = snapshot_rows(conn, history=False)
+        history_after(conn, "upgrade")
     assert after_second_upgrade == after_first_upgrade, (
         f"upgrading {step.file_stem} a second time gave different rows in"
         f" {differing_tables(after_first_upgrade, after_second_upgrade)}: upgrade() must not"

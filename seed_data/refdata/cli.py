@@ -1,20 +1,25 @@
-"""``scripts/refdata.py``: check declared reference data, generate its migration, lock files.
+"""``scripts/refdata.py``: check, migrate, blame and merge declared reference data.
 
     refdata.py check                # files vs migrations vs enums, and the revision lock
     refdata.py check --live         # also the DATABASE_URL database against head (read-only)
     refdata.py revision -m MESSAGE  # write the data migration head -> declared files
+    refdata.py log TABLE KEY        # every revision that changed one reference row
+    refdata.py log TABLE KEY --live # ... and when each was applied to DATABASE_URL
+    refdata.py merge -m MESSAGE     # merge two heads that change different rows
     refdata.py lock [--rehash FILE] # record new revision files in alembic/versions.sha256
     refdata.py lock --init          # start the lock file of a new project
 
-Exit status: 0 all agree (or done), 1 drift found, 2 bad input (invalid declared files, an
-unusable database, bad arguments, a forked history, a missing or malformed lock), 130 or
-143 interrupted (Ctrl-C, SIGTERM).
+Exit status: 0 all agree (or done), 1 drift found (heads not merged yet, or that conflict,
+included), 2 bad input (invalid declared files, an unusable database, bad arguments, an
+unknown table or key, a forked history where one head is needed, a missing or malformed
+lock), 130 or 143 interrupted (Ctrl-C, SIGTERM).
 """
 
 from __future__ import annotations
 
 import argparse
 import configparser
+import json
 import logging
 import os
 import sys
@@ -39,6 +44,9 @@ from seed_data.db import (
 )
 from seed_data.db_errors import classify, first_line
 from seed_data.enums import LOOKUP_ENUMS
+from seed_data.models import REFERENCE_TABLES
+from seed_data.refdata.blame import blame, live_view, render_json, render_text
+from seed_data.refdata.branches import analyse_heads
 from seed_data.refdata.declared import (
     REFERENCE_DIR,
     DeclarationError,
@@ -53,11 +61,11 @@ from seed_data.refdata.heads import load_script, single_head
 from seed_data.refdata.live import live_problems
 from seed_data.refdata.lock import check_lock, lock_file, record, versions_dir
 from seed_data.refdata.migration import TablePlan, plan
-from seed_data.refdata.revision import build, prove, write
+from seed_data.refdata.revision import Candidate, build, build_merge, prove, write
 from seed_data.refdata.rules import rule_problems
 from seed_data.refdata.signals import Interrupted, stop_signals_deferred, stop_signals_raise
 from seed_data.refdata.state import read_rows, scratch_database
-from seed_data.refdata.tables import reference_tables
+from seed_data.refdata.tables import RefTable, reference_tables
 
 EXIT_OK, EXIT_DRIFT, EXIT_BAD_INPUT = 0, 1, 2
 SHOWN_PROBLEMS = 40
@@ -93,6 +101,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     revision = commands.add_parser("revision", help="write the migration head -> declared")
     revision.add_argument("-m", "--message", required=True)
+    log = commands.add_parser(
+        "log", help="every revision that changed one reference row, oldest first"
+    )
+    log.add_argument("table", help=f"a reference table: {', '.join(REFERENCE_TABLES)}")
+    log.add_argument("key", help="the row's code (slug for faqs)")
+    log.add_argument(
+        "--live",
+        action="store_true",
+        help="also say when each revision was applied to the DATABASE_URL database",
+    )
+    log.add_argument("--json", action="store_true", help="write JSON to stdout")
+    merge = commands.add_parser(
+        "merge", help="write the merge revision of heads that change different rows"
+    )
+    merge.add_argument("-m", "--message", required=True)
     lock = commands.add_parser("lock", help="record new revision files' checksums")
     lock.add_argument(
         "--rehash", nargs="+", default=(), metavar="FILE", help="re-record these (names or paths)"
@@ -110,6 +133,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _lock(location, args)
             if args.command == "check":
                 return _check(args, config, location)
+            if args.command == "log":
+                return _log(args, config)
+            if args.command == "merge":
+                return _merge(args, config, location)
             return _revision(args, config, location)
         except DeclarationError as error:
             print("error: the declared reference data is invalid:", file=sys.stderr)
@@ -186,6 +213,12 @@ def _lock(location: Path, args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace, config: Config, location: Path) -> int:
     problems = check_lock(location).problems()
     script = load_script(config)
+    heads = sorted(script.get_heads())
+    if len(heads) > 1:
+        # No single head to compare the files or a live database with: first, the heads.
+        report = analyse_heads(_scratch_server(args), config, script, heads)
+        print("\n\n".join(f"DRIFT: {p}" for p in problems + report.problems(Path(script.versions))))
+        return EXIT_DRIFT
     head = single_head(script)
     live_url = _live_url() if args.live else None
     declared = load_declared(args.reference_dir)
@@ -199,13 +232,97 @@ def _check(args: argparse.Namespace, config: Config, location: Path) -> int:
             "`refdata.py revision -m ...` to write the migration:\n"
             + describe(diffs, "head", "files")
         )
+    notes: list[str] = []
     if live_url is not None:
-        problems += live_problems(live_url, script, head, head_rows, declared, tables)
+        live_drift, notes = live_problems(live_url, script, head, head_rows, declared, tables)
+        problems += live_drift
+    for note in notes:
+        print(f"note: {note}")
     if problems:
         print("\n\n".join(f"DRIFT: {p}" for p in problems))
         return EXIT_DRIFT
     print(f"OK: {len(tables)} reference tables agree with head; every revision file is locked")
     return EXIT_OK
+
+
+def _log(args: argparse.Namespace, config: Config) -> int:
+    table = _reference_table(args.table)
+    live_url = _live_url() if args.live else None
+    script = load_script(config)
+    head = single_head(script)
+    # The live database first: a refusal there comes before any replay.
+    live = live_view(live_url, script) if live_url is not None else None
+    entries = blame(_scratch_server(args), config, script, head, table, args.key)
+    if args.json:
+        print(json.dumps(render_json(table, args.key, entries, live), indent=2, default=str))
+    else:
+        print(render_text(table, args.key, entries, live))
+    return EXIT_OK
+
+
+def _reference_table(name: str) -> RefTable:
+    tables = {table.name: table for table in reference_tables()}
+    if name not in tables:
+        raise BadInput(
+            f"{name!r} is not a reference table: `refdata.py log` takes one of "
+            f"{', '.join(tables)}, and a row's key"
+        )
+    return tables[name]
+
+
+def _merge(args: argparse.Namespace, config: Config, location: Path) -> int:
+    message = _message(args.message)
+    with one_writer(versions_dir(location)):
+        _ready_to_write(location, "the merge")
+        script = load_script(config)
+        heads = sorted(script.get_heads())
+        if len(heads) < 2:
+            print(
+                f"nothing to merge: {shown(versions_dir(location))} has one head; no file written"
+            )
+            return EXIT_OK
+        report = analyse_heads(_scratch_server(args), config, script, heads)
+        if not report.safe:
+            print("\n\n".join(f"DRIFT: {p}" for p in report.problems(Path(script.versions))))
+            print(
+                f"error: the heads {', '.join(heads)} conflict (above): no merge revision was "
+                "written",
+                file=sys.stderr,
+            )
+            return EXIT_DRIFT
+        with tempfile.TemporaryDirectory(prefix="refdata-merge-") as workdir:
+            candidate = build_merge(config, Path(workdir), message, heads, report.base)
+            _write_and_record(location, candidate)
+    print(
+        f"replayed {', '.join(heads)} from their common ancestor {report.base}: they change "
+        "different reference rows and give the same rows in either order"
+    )
+    print(f"wrote {shown(versions_dir(location) / candidate.name)}")
+    print(f"recorded it in {shown(lock_file(location))}")
+    return EXIT_OK
+
+
+def _ready_to_write(location: Path, what: str) -> None:
+    """Refuse before any work when the file or its lock line could not be written, or when
+    the lock has problems (nothing is stacked on an unreviewed revision)."""
+    for directory in (versions_dir(location), location):
+        if not os.access(directory, os.W_OK):
+            raise BadInput(f"cannot write to {directory}: {what} and its lock line go there")
+    if unlocked := check_lock(location).problems():
+        raise BadInput("fix the revision lock first: " + " ".join(unlocked))
+
+
+def _write_and_record(location: Path, candidate: Candidate) -> Path:
+    """The proved file into alembic/versions and its line into the lock: both or neither,
+    with Ctrl-C and SIGTERM held back for that moment."""
+    with stop_signals_deferred():
+        path = write(versions_dir(location), candidate)
+        try:
+            record(location)
+        except BaseException:
+            path.unlink()
+            raise
+    return path
 
 
 def _revision(args: argparse.Namespace, config: Config, location: Path) -> int:
@@ -215,11 +332,7 @@ def _revision(args: argparse.Namespace, config: Config, location: Path) -> int:
 
 
 def _write_revision(args: argparse.Namespace, config: Config, location: Path, message: str) -> int:
-    for directory in (versions_dir(location), location):
-        if not os.access(directory, os.W_OK):
-            raise BadInput(f"cannot write to {directory}: the revision and its lock line go there")
-    if unlocked := check_lock(location).problems():
-        raise BadInput("fix the revision lock first: " + " ".join(unlocked))
+    _ready_to_write(location, "the revision")
     single_head(load_script(config))
     declared = load_declared(args.reference_dir)
     tables = reference_tables()
@@ -234,19 +347,13 @@ def _write_revision(args: argparse.Namespace, config: Config, location: Path, me
             candidate = build(config, Path(workdir), message, plans)
             prove(config, engine, candidate, plans, head_rows, declared)
     print(describe(diffs, "head", "files"))
-    with stop_signals_deferred():
-        path = write(versions_dir(location), candidate)
-        try:
-            record(location)
-        except BaseException:
-            path.unlink()  # both or neither
-            raise
-        print(
-            "proved on a scratch database: upgrade, downgrade and upgrade again, online and "
-            "through --sql, give the declared rows and head's rows back"
-        )
-        print(f"wrote {shown(path)}")
-        print(f"recorded it in {shown(lock_file(location))}")
+    path = _write_and_record(location, candidate)
+    print(
+        "proved on a scratch database: upgrade, downgrade and upgrade again, online and "
+        "through --sql, give the declared rows and head's rows back"
+    )
+    print(f"wrote {shown(path)}")
+    print(f"recorded it in {shown(lock_file(location))}")
     for note in _removal_notes(plans):
         print(note)
     print("review it, then run `alembic upgrade head`")

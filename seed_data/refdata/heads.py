@@ -2,15 +2,17 @@
 
 Every command that reads the history goes through :func:`load_script` and
 :func:`single_head`, so a broken revision file or a forked history is reported the same
-way everywhere: one line saying what is wrong and what to run.
+way everywhere: one line saying what is wrong and what to run. :func:`merge_base` finds
+where forked heads part.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from alembic.config import Config
-from alembic.script import ScriptDirectory
+from alembic.script import Script, ScriptDirectory
 from alembic.script.revision import RevisionError
 from alembic.util import CommandError
 
@@ -25,8 +27,8 @@ class MultipleHeads(BadInput):
         listed = ", ".join(f"{head} ({name})" for head, name in zip(heads, files, strict=True))
         super().__init__(
             f"{shown(location / 'versions')} has {len(heads)} heads: {listed}; two branches each "
-            'added a revision on the same parent. Run `alembic merge heads -m "merge"`, '
-            "then `refdata.py lock`"
+            "added a revision on the same parent. Run `refdata.py merge -m MSG` (it refuses "
+            "heads that change the same reference rows; `refdata.py check` lists them)"
         )
         self.heads = heads
 
@@ -59,3 +61,38 @@ def single_head(script: ScriptDirectory) -> str:
     raise MultipleHeads(
         Path(script.dir), sorted(heads), [f for _, f in sorted(zip(heads, files, strict=True))]
     )
+
+
+def lineage(script: ScriptDirectory, revision: str) -> set[str]:
+    """``revision`` and every revision below it."""
+    return {s.revision for s in script.walk_revisions("base", revision)}
+
+
+def merge_base(script: ScriptDirectory, heads: list[str]) -> str:
+    """The latest revision every head descends from (their common ancestor)."""
+    lineages = {head: lineage(script, head) for head in heads}
+    common = set.intersection(*lineages.values())
+    below = {r: lineage(script, r) for r in common}
+    bases = sorted(r for r in common if not any(o != r and r in below[o] for o in common))
+    if len(bases) != 1:
+        shared = "no revision" if not bases else f"{len(bases)} unrelated revisions"
+        raise BadInput(
+            f"the heads {', '.join(heads)} share {shared} as their latest common ancestor: "
+            "merge them by hand (`alembic merge heads`), then `refdata.py lock`"
+        )
+    return bases[0]
+
+
+def upgrade_path(script: ScriptDirectory, lower: str | None, upper: str) -> list[Script]:
+    """The revisions above ``lower`` (None: from base) up to ``upper``, in upgrade order."""
+    walked = list(script.walk_revisions(lower or "base", upper))[::-1]
+    return [s for s in walked if s.revision != lower]
+
+
+def create_date(script: Script, *, precise: bool = False) -> str | None:
+    """The ``Create Date:`` alembic wrote into the revision's docstring; to the second
+    unless ``precise``."""
+    found = re.search(r"^Create Date: (.*)$", script.longdoc or "", re.MULTILINE)
+    if found is None:
+        return None
+    return found[1].strip() if precise else found[1].strip().split(".")[0]

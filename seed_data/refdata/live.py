@@ -1,9 +1,11 @@
 """``check --live``: a live database (production, say) against head, read-only.
 
-Four questions, in one read-only transaction with a short lock timeout (so a migration
+Five questions, in one read-only transaction with a short lock timeout (so a migration
 holding a lock makes the check fail fast instead of queueing behind it):
 
 * is the database at this checkout's head (or at a revision this checkout does not know)?
+* did it run the text of each revision this checkout has (its migration_history's
+  checksums against the files)?
 * does it still have every reference table and column head has?
 * are its reference rows head's rows (nobody edited them outside the migrations)?
 * do business rows still use a row the declared files remove? A revision deleting it
@@ -12,12 +14,16 @@ holding a lock makes the check fail fast instead of queueing behind it):
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import sqlalchemy as sa
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import URL
 
 from seed_data.db import redact
 from seed_data.models import REFERENCE_TABLES
+from seed_data.refdata.applied import history_findings, read_history
 from seed_data.refdata.declared import Rows
 from seed_data.refdata.diff import describe, diff_all
 from seed_data.refdata.errors import BadInput, database_refusal
@@ -50,6 +56,35 @@ ORDER BY 1, 2
 """
 
 
+@contextmanager
+def read_only(url: URL, doing: str) -> Iterator[sa.Connection]:
+    """A read-only transaction on ``url`` with a short lock timeout; a server error in it
+    is one line: ``doing <url, masked>: what happened``."""
+    engine = sa.create_engine(url, poolclass=sa.NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+            conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+            yield conn
+    except sa.exc.DBAPIError as error:
+        raise database_refusal(f"{doing} {redact(url)}", error, url) from None
+    finally:
+        engine.dispose()
+
+
+def known_revisions(conn: sa.Connection, script: ScriptDirectory, shown: str) -> set[str]:
+    """The database's revisions, all of which this checkout must have."""
+    revisions = current_revisions(conn)
+    known = {s.revision for s in script.walk_revisions()}
+    if unknown := sorted(revisions - known):
+        raise BadInput(
+            f"{shown} is at revision {', '.join(unknown)}, which this checkout does not "
+            "have (a newer release or another branch migrated it): check out the code "
+            "that database runs, then check again"
+        )
+    return revisions
+
+
 def live_problems(
     url: URL,
     script: ScriptDirectory,
@@ -57,32 +92,20 @@ def live_problems(
     head_rows: dict[str, Rows],
     declared: dict[str, Rows],
     tables: tuple[RefTable, ...],
-) -> list[str]:
-    """What differs between the live database and head (and the declared files' plans)."""
-    engine = sa.create_engine(url, poolclass=sa.NullPool)
+) -> tuple[list[str], list[str]]:
+    """(drift, notes): what differs between the live database and head (and the declared
+    files' plans), and which text of each revision it ran (its migration_history)."""
     shown = redact(url)
-    try:
-        with engine.connect() as conn:
-            conn.exec_driver_sql("SET TRANSACTION READ ONLY")
-            conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
-            revisions = current_revisions(conn)
-            known = {s.revision for s in script.walk_revisions()}
-            if unknown := sorted(revisions - known):
-                raise BadInput(
-                    f"{shown} is at revision {', '.join(unknown)}, which this checkout does not "
-                    "have (a newer release or another branch migrated it): check out the code "
-                    "that database runs, then check again"
-                )
-            if revisions != {head}:
-                return [
-                    f"{shown} is at {', '.join(sorted(revisions)) or 'no revision'}, head is "
-                    f"{head}: run `alembic upgrade head` there"
-                ]
-            return _compare(conn, shown, head_rows, declared, tables)
-    except sa.exc.DBAPIError as error:
-        raise database_refusal(f"cannot check {shown}", error, url) from None
-    finally:
-        engine.dispose()
+    with read_only(url, "cannot check") as conn:
+        revisions = known_revisions(conn, script, shown)
+        problems, notes = history_findings(read_history(conn), script, revisions, shown)
+        if revisions != {head}:
+            problems.append(
+                f"{shown} is at {', '.join(sorted(revisions)) or 'no revision'}, head is "
+                f"{head}: run `alembic upgrade head` there"
+            )
+            return problems, notes
+        return problems + _compare(conn, shown, head_rows, declared, tables), notes
 
 
 def _compare(

@@ -66,9 +66,14 @@ def lock_file(script_location: Path) -> Path:
     return shown(script_location / LOCK_NAME)
 
 
+def file_checksum(path: Path) -> str:
+    """A revision file's SHA-256 as the lock records it (and ``migration_history`` too)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def checksums(script_location: Path) -> dict[str, str]:
     return {
-        path.name: hashlib.sha256(path.read_bytes()).hexdigest()
+        path.name: file_checksum(path)
         for path in sorted(versions_dir(script_location).glob("*.py"))
     }
 

@@ -380,3 +380,24 @@ def _literal_non_ascii(character: str) -> bool:
         and decomposed[0].isalpha()
         and all(unicodedata.combining(c) for c in decomposed[1:])
     )
+
+
+def render_merge(revision: str, heads: list[str], create_date: str, message: str, base: str) -> str:
+    """A merge revision of ``heads``: no steps of its own, and no imports it does not use."""
+    return (
+        f'"""{docstring_text(message)}\n\n'
+        f"Revision ID: {revision}\n"
+        f"Revises: {', '.join(heads)}\n"
+        f"Create Date: {create_date}\n\n"
+        f"Merges {len(heads)} heads. Written by `scripts/refdata.py merge` once it had replayed\n"
+        f"each of them from their common ancestor, {base}: they change different reference\n"
+        "rows, and give the same rows whichever a database applies first.\n"
+        '"""\n\n'
+        "from collections.abc import Sequence\n\n"
+        f"revision: str = {string(revision)}\n"
+        f"down_revision: str | Sequence[str] | None = {literal(tuple(heads))}\n"
+        "branch_labels: str | Sequence[str] | None = None\n"
+        "depends_on: str | Sequence[str] | None = None\n\n\n"
+        f"{_function('upgrade', f'Apply {message}.', [])}\n\n\n"
+        f"{_function('downgrade', f'Unapply {message}.', [])}\n"
+    )

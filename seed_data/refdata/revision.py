@@ -30,8 +30,8 @@ from seed_data.db_errors import classify, driver_error, first_line
 from seed_data.refdata.declared import Declared, Rows
 from seed_data.refdata.errors import BadInput
 from seed_data.refdata.files import write_atomically
-from seed_data.refdata.heads import load_script, single_head
-from seed_data.refdata.migration import Revision, TablePlan, render
+from seed_data.refdata.heads import create_date, load_script, single_head
+from seed_data.refdata.migration import Revision, TablePlan, render, render_merge
 from seed_data.refdata.rules import rows_named
 from seed_data.refdata.state import alembic_config, current_revisions, read_rows
 from seed_data.refdata.tables import reference_tables
@@ -52,24 +52,44 @@ class Candidate:
         return self.path.name
 
 
-def build(config: Config, workdir: Path, message: str, plans: list[TablePlan]) -> Candidate:
-    """Have alembic create the revision in a copy of the scripts under ``workdir``; fill it in."""
+def _copy_of_scripts(config: Config, workdir: Path) -> Config:
+    """A config for a copy of the script directory under ``workdir`` (never the real one)."""
     location = Path(load_script(config).dir)
     copy = workdir / location.name
     shutil.copytree(location, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    script = load_script(alembic_config(config, script_location=copy))
+    return alembic_config(config, script_location=copy)
+
+
+def slug_words(message: str) -> str:
+    """What alembic gets as the message: the file name's slug is made of its words (the
+    template only needs to give alembic a loadable file; the toolkit writes the rest)."""
+    return " ".join(re.findall(r"\w+", message))
+
+
+def build(config: Config, workdir: Path, message: str, plans: list[TablePlan]) -> Candidate:
+    """Have alembic create the revision in a copy of the scripts under ``workdir``; fill it in."""
+    script = load_script(_copy_of_scripts(config, workdir))
     head = single_head(script)
-    # The template only needs to give alembic a loadable file; its words make the slug.
-    created = script.generate_revision(
-        rev_id(), " ".join(re.findall(r"\w+", message)), head=head, refresh=True
-    )
+    created = script.generate_revision(rev_id(), slug_words(message), head=head, refresh=True)
     assert created is not None
     path = Path(created.path)
-    stamp = re.search(r"^Create Date: (.*)$", path.read_text(encoding="utf-8"), re.MULTILINE)
-    revision = Revision(created.revision, head, stamp[1] if stamp else "", message)
+    revision = Revision(created.revision, head, create_date(created, precise=True) or "", message)
     source = render(revision, plans)
     path.write_text(source, encoding="utf-8")
     return Candidate(path, revision, source)
+
+
+def build_merge(
+    config: Config, workdir: Path, message: str, heads: list[str], base: str
+) -> Candidate:
+    """Have alembic create the merge revision of ``heads`` in a copy of the scripts."""
+    created = command.merge(_copy_of_scripts(config, workdir), heads, message=slug_words(message))
+    assert created is not None
+    date = create_date(created, precise=True) or ""
+    source = render_merge(created.revision, heads, date, message, base)
+    path = Path(created.path)
+    path.write_text(source, encoding="utf-8")
+    return Candidate(path, Revision(created.revision, ", ".join(heads), date, message), source)
 
 
 def prove(

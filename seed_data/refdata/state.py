@@ -28,14 +28,26 @@ from seed_data.refdata.tables import RefTable
 SCRATCH_PREFIX = "refdata_scratch_"
 
 
-def read_rows(conn: sa.Connection, tables: tuple[RefTable, ...]) -> dict[str, Rows]:
-    """Every reference table's rows, keyed by natural key (only columns the models know)."""
+def read_rows(
+    conn: sa.Connection, tables: tuple[RefTable, ...], *, as_they_are: bool = False
+) -> dict[str, Rows]:
+    """Every reference table's rows, keyed by natural key (only columns the models know).
+
+    ``as_they_are`` reads a database at any revision, not only head: a table that does not
+    exist yet has no rows, and a row has only the columns its table has at that revision.
+    """
     state: dict[str, Rows] = {}
+    inspector = sa.inspect(conn) if as_they_are else None
     for table in tables:
         model = Base.metadata.tables[table.name]
-        query = sa.select(*(model.c[name] for name in table.column_names)).order_by(
-            model.c[table.key]
-        )
+        names = table.column_names
+        if inspector is not None:
+            if not inspector.has_table(table.name):
+                state[table.name] = {}
+                continue
+            present = {column["name"] for column in inspector.get_columns(table.name)}
+            names = tuple(name for name in names if name in present)
+        query = sa.select(*(model.c[name] for name in names)).order_by(model.c[table.key])
         state[table.name] = {
             row[table.key]: row for row in (r._asdict() for r in conn.execute(query))
         }
@@ -76,8 +88,12 @@ def alembic_config(
 
 
 @contextmanager
-def scratch_database(server: URL, config: Config) -> Iterator[sa.Engine]:
-    """A throwaway database on ``server``, migrated to head, dropped afterwards.
+def scratch_database(
+    server: URL, config: Config, target: str | None = "head", copy_of: sa.Engine | None = None
+) -> Iterator[sa.Engine]:
+    """A throwaway database on ``server``, migrated to ``target`` (None: left as it is
+    made), dropped afterwards. ``copy_of`` makes it a copy of another scratch database on
+    the same server (which must have no open connection).
 
     It is dropped on every way out (an error, Ctrl-C, SIGTERM turned into an exception);
     if even that fails, stderr names it so that it can be dropped by hand.
@@ -85,12 +101,13 @@ def scratch_database(server: URL, config: Config) -> Iterator[sa.Engine]:
     name = f"{SCRATCH_PREFIX}{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(server, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
     engine = sa.create_engine(server.set(database=name), poolclass=sa.NullPool)
+    template = f' TEMPLATE "{copy_of.url.database}"' if copy_of is not None else ""
     attempted = created = False
     try:
         try:
             with admin.connect() as conn:
                 attempted = True
-                conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+                conn.exec_driver_sql(f'CREATE DATABASE "{name}"{template}')
                 created = True
         except sa.exc.DBAPIError as error:
             failure = classify(error, server)
@@ -103,7 +120,10 @@ def scratch_database(server: URL, config: Config) -> Iterator[sa.Engine]:
                 f"{first_line(error, server)}: the role needs CREATEDB; grant it, or point "
                 "--scratch-url at a server and role that have it"
             ) from None
-        _migrate_to_head(engine, config)
+        if target is not None:
+            migrate_scratch(
+                engine, config, target, f"cannot migrate a scratch database to {target}"
+            )
         yield engine
     finally:
         with stop_signals_deferred():  # a signal now would leave the database behind
@@ -113,15 +133,14 @@ def scratch_database(server: URL, config: Config) -> Iterator[sa.Engine]:
             admin.dispose()
 
 
-def _migrate_to_head(engine: sa.Engine, config: Config) -> None:
+def migrate_scratch(engine: sa.Engine, config: Config, target: str, doing: str) -> None:
+    """Upgrade a scratch database to ``target``; a failure is one line starting ``doing``."""
     try:
-        command.upgrade(alembic_config(config, connection=engine), "head")
+        command.upgrade(alembic_config(config, connection=engine), target)
     except sa.exc.DBAPIError as error:
-        raise database_refusal(
-            "cannot migrate a scratch database to head", error, engine.url
-        ) from None
+        raise database_refusal(doing, error, engine.url) from None
     except CommandError as error:
-        raise BadInput(f"cannot migrate a scratch database to head: {error}") from None
+        raise BadInput(f"{doing}: {error}") from None
 
 
 def _drop(admin: sa.Engine, name: str, server: URL, report: bool) -> None:
