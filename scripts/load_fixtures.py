@@ -6,16 +6,21 @@ python scripts/load_fixtures.py --customers 10000 --seed 42
 import signal
 import sys
 from pathlib import Path
+from types import FrameType
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+def _interrupted_before_the_run(signum: int, frame: FrameType | None) -> None:
+    # Ctrl-C while Python imports or parses arguments: the command installs its own
+    # handler (cancel what is in flight) before it connects, so nothing is written yet.
+    sys.stderr.write("error: interrupted before the run began: nothing was written\n")
+    raise SystemExit(130)
+
 
 if __name__ == "__main__":
-    try:
-        # Ctrl-C while Python is still importing, before the command handles it itself.
-        from seed_data.demo.cli import main
-    except KeyboardInterrupt:
-        sys.stderr.write("error: interrupted: nothing was written\n")
-        sys.exit(130)
+    signal.signal(signal.SIGINT, _interrupted_before_the_run)
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from seed_data.demo.cli import main
+
     status = main()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the work is done; just exit
     sys.exit(status)

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import command
 
 from seed_data.db import configured_url
-from tests.fixtures_support import Loader
+from tests.demo_support import Loader
 from tests.helpers import ALEMBIC_INI, config_for
 from tests.refdata_support import UNREACHABLE, Workspace
 from tests.servers import PG15_BIN, PgServer, embedded_server, external_server, system_server

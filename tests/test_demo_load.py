@@ -17,7 +17,7 @@ from seed_data.demo.generate import (
 from seed_data.demo.load import BatchLoader
 from seed_data.demo.source import load_source_material
 from seed_data.models import REFERENCE_TABLES
-from tests.fixtures_support import (
+from tests.demo_support import (
     REJECT,
     REJECT_EVERY_MESSAGE,
     Loader,

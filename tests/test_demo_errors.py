@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from seed_data.demo import cli, session
-from tests.fixtures_support import Loader, Result, install, slow_inserts, table_counts
+from tests.demo_support import Loader, Result, install, slow_inserts, table_counts
 from tests.servers import PgServer
 
 SECRET = "s3cret-Pw"

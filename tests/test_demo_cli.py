@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from seed_data.db import DEMO_DATA_LOCK_KEY, MIGRATION_LOCK_KEY
 from seed_data.demo import cli
 from seed_data.demo.generate import TABLES
-from tests.fixtures_support import (
+from tests.demo_support import (
     REJECT_EVERY_MESSAGE,
     Loader,
     install,
@@ -210,6 +210,26 @@ def test_ctrl_c_stops_a_load_at_once_and_leaves_no_transaction_open(
         assert seconds < 2, f"Ctrl-C took {seconds:.1f} s to act"
         assert "Traceback" not in err
         assert "rerun the same command" in err
+        assert other_sessions(engine) == [], "every session must end, none in a transaction"
+        with engine.connect() as conn:
+            assert partial_customers(conn) == []
+
+
+@pytest.mark.parametrize("after", [0.05, 0.15, 0.3, 0.6, 1.0])
+def test_ctrl_c_at_any_moment_from_start_up_is_never_a_traceback(
+    pg_server: PgServer, head_template: str, after: float
+) -> None:
+    """From Python's start-up through imports and argument parsing to the load itself."""
+    with pg_server.database(template=head_template) as engine:
+        process = run_script(engine.url, "--customers", "300", "--batch-size", "20")
+        time.sleep(after)
+        seconds = _interrupt(process, 1)
+        err = process.stderr.read()
+
+        # Before Python installs any handler, the signal itself ends the process (-2).
+        assert process.returncode in (130, -signal.SIGINT), err
+        assert seconds < 2, f"Ctrl-C took {seconds:.1f} s to act"
+        assert "Traceback" not in err, f"Ctrl-C {after} s after start-up: {err}"
         assert other_sessions(engine) == [], "every session must end, none in a transaction"
         with engine.connect() as conn:
             assert partial_customers(conn) == []
