@@ -3,6 +3,7 @@
 python scripts/load_fixtures.py --customers 10000 --seed 42
 """
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -12,8 +13,9 @@ from types import FrameType
 def _interrupted_before_the_run(signum: int, frame: FrameType | None) -> None:
     # Ctrl-C while Python imports or parses arguments: the command installs its own
     # handler (cancel what is in flight) before it connects, so nothing is written yet.
-    sys.stderr.write("error: interrupted before the run began: nothing was written\n")
-    raise SystemExit(130)
+    # An exception would not do: an import may catch it and carry on into the load.
+    os.write(2, b"error: interrupted before the run began: nothing was written\n")
+    os._exit(130)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
@@ -13,6 +15,7 @@ import sqlalchemy as sa
 from seed_data.db import DEMO_DATA_LOCK_KEY, MIGRATION_LOCK_KEY
 from seed_data.demo import cli
 from seed_data.demo.generate import TABLES
+from seed_data.demo.report import render_report
 from tests.demo_support import (
     REJECT_EVERY_MESSAGE,
     Loader,
@@ -221,18 +224,43 @@ def test_ctrl_c_at_any_moment_from_start_up_is_never_a_traceback(
 ) -> None:
     """From Python's start-up through imports and argument parsing to the load itself."""
     with pg_server.database(template=head_template) as engine:
-        process = run_script(engine.url, "--customers", "300", "--batch-size", "20")
+        install(engine, slow_inserts(0.05))  # still loading when the last Ctrl-C comes
+        process = run_script(engine.url, "--customers", "400", "--batch-size", "20")
         time.sleep(after)
         seconds = _interrupt(process, 1)
         err = process.stderr.read()
 
         # Before Python installs any handler, the signal itself ends the process (-2).
-        assert process.returncode in (130, -signal.SIGINT), err
+        assert process.returncode in (130, -signal.SIGINT), f"{process.returncode}: {err}"
         assert seconds < 2, f"Ctrl-C took {seconds:.1f} s to act"
         assert "Traceback" not in err, f"Ctrl-C {after} s after start-up: {err}"
         assert other_sessions(engine) == [], "every session must end, none in a transaction"
         with engine.connect() as conn:
             assert partial_customers(conn) == []
+            if "nothing was written" in err:
+                assert table_counts(conn)["customers"] == 0, err
+
+
+def test_ctrl_c_after_the_work_is_done_still_exits_130_saying_the_report_stands(
+    pg_server: PgServer, head_template: str, load_fixtures: Loader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The Ctrl-C handler lives on the main thread; pytest-xdist runs tests there too.
+    assert threading.current_thread() is threading.main_thread()
+
+    def render_then_ctrl_c(*args: object, **kwargs: object) -> None:
+        render_report(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)  # nothing left to cancel: the load is done
+        time.sleep(0.3)  # the handler runs on the main thread meanwhile
+
+    monkeypatch.setattr(cli, "render_report", render_then_ctrl_c)
+    with pg_server.database(template=head_template) as engine:
+        result = load_fixtures(engine, "--customers", "5")
+
+        assert result.code == 130, result.err
+        assert "interrupted: the load had finished: the report above stands" in result.err
+        assert "PASSED" in result.out
+        with engine.connect() as conn:
+            assert table_counts(conn)["customers"] == 5
 
 
 def test_ctrl_c_stops_a_load_where_every_customer_fails(
