@@ -356,6 +356,24 @@ def test_sigterm_during_check_drops_the_scratch_database(
     )
 
 
+@pytest.mark.parametrize("after", [0.05, 0.15, 0.3, 0.6])
+def test_ctrl_c_at_any_moment_from_start_up_is_one_line_and_leaves_no_scratch_database(
+    workspace: Workspace, pg_server: PgServer, after: float
+) -> None:
+    """From Python's start-up through imports to the scratch database being migrated."""
+    workspace.add_revision("slow", "SELECT pg_sleep(1.5)", "SELECT 1")
+    with workspace.process("check") as process:
+        time.sleep(after)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+
+    # Before Python installs any handler, the signal itself ends the process (-2).
+    assert process.returncode in (128 + signal.SIGINT, -signal.SIGINT), f"{out}{err}"
+    assert "Traceback" not in err, f"Ctrl-C {after} s after start-up: {err}"
+    assert len(err.splitlines()) <= 1, err
+    assert scratch_databases(pg_server) == [], "the scratch database was left behind"
+
+
 def test_a_terminated_session_during_check_is_one_line(
     workspace: Workspace, pg_server: PgServer
 ) -> None:
