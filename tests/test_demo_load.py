@@ -10,8 +10,11 @@ from seed_data.demo import cli, demo_rows, load
 from seed_data.demo.generate import (
     DEMO_ID_BASE,
     GENERATOR_VERSION,
+    TABLES,
     DemoGenerator,
+    customer_code,
     demo_id,
+    expected_rows,
     first_account_number,
 )
 from seed_data.demo.load import BatchLoader
@@ -193,6 +196,73 @@ def test_rejected_customers_are_skipped_whole_and_the_rest_land(
     assert "loaded 80/80 customers" in result.out, "plain progress lines when not a terminal"
     assert "expected row(s) are missing" in result.out
     assert "every expected row" not in result.out
+
+
+def _reject_messages_of(customers: list[int]) -> str:
+    """A trigger failing on those customers' messages: the last table, after all else."""
+    owners = ", ".join(str(demo_id(c)) for c in customers)
+    return (
+        "CREATE FUNCTION reject_message() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF (SELECT customer_id FROM conversations WHERE id = NEW.conversation_id) "
+        f"IN ({owners}) THEN RAISE EXCEPTION 'rejected by test trigger (messages)'; END IF; "
+        "RETURN NEW; END $$; "
+        "CREATE TRIGGER reject_message BEFORE INSERT ON messages FOR EACH ROW "
+        "EXECUTE FUNCTION reject_message();"
+    )
+
+
+def test_later_refusals_cost_a_savepointed_chunk_and_the_rest_land_as_in_a_clean_load(
+    pg_server: PgServer, head_template: str, load_fixtures: Loader, monkeypatch
+) -> None:
+    """After a table's first refused row, its COPY goes in chunks under savepoints: a
+    later refusal there takes back one customer (its earlier rows deleted) and no
+    transaction fails again."""
+    in_transactions, in_messages = [3, 17, 18, 40, 41, 63], [25, 26, 70]
+    rejected = sorted(in_transactions + in_messages)
+    failed_transactions: list[object] = []
+    real_attempt = BatchLoader._attempt
+
+    def counted(self: BatchLoader, part: list) -> tuple:
+        error, refused = real_attempt(self, part)
+        if error is not None:
+            failed_transactions.append(error)
+        return error, refused
+
+    monkeypatch.setattr(BatchLoader, "_attempt", counted)
+    with (
+        pg_server.database(template=head_template) as clean,
+        pg_server.database(template=head_template) as failing,
+    ):
+        load_fixtures(clean, "--customers", "80", "-q")
+        install(
+            failing, _reject_transactions_of(in_transactions) + _reject_messages_of(in_messages)
+        )
+        failed_transactions.clear()
+
+        result = load_fixtures(
+            failing, "--customers", "80", "--batch-size", "40", "--workers", "1", "-q"
+        )
+
+        assert len(failed_transactions) == 2, (
+            f"{len(failed_transactions)} failed transactions: after the first refusal in "
+            "transactions and in messages, refusals there must cost a chunk, not a transaction"
+        )
+        assert [s["customer_id"] for s in result.report["skipped_customers"]] == [
+            customer_code(n) for n in rejected
+        ]
+        with failing.connect() as conn:
+            assert partial_customers(conn) == [], "a customer must land whole or not at all"
+            landed = business_rows(conn)
+            counts = table_counts(conn)
+        with clean.connect() as conn:
+            everything = business_rows(conn)
+        for table, rows in landed.items():
+            assert set(rows) <= set(everything[table]), f"{table}: rows a clean load lacks"
+        missing = [sum(expected_rows(42, n)[i] for n in rejected) for i in range(len(TABLES))]
+        assert counts == {
+            table: len(everything[table]) - missing[i] for i, table in enumerate(TABLES)
+        }
+        assert {e["entity"]: e["actual"] for e in result.report["entities"]} == counts
 
 
 def test_failures_without_a_copy_line_are_isolated_by_halving(
