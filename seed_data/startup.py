@@ -1,15 +1,19 @@
-"""Ctrl-C while a command is still starting (importing, parsing its arguments).
+"""Running a command's ``main()`` from a thin script, Ctrl-C handled from the start.
 
-A command imports this module first (it imports nothing heavy) and installs the handler;
-the command replaces it with its own before it touches a database. An exception would
-not do here: an import may catch it and carry on into the work.
+While the command is still starting (importing, parsing its arguments), Ctrl-C exits 130
+with one line; the command replaces that handler with its own before it touches a
+database. An exception would not do there: an import may catch it and carry on into the
+work. This module imports nothing heavy, so the script can import it first.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
+import sys
 from types import FrameType
+from typing import NoReturn
 
 EXIT_INTERRUPTED = 130
 
@@ -19,6 +23,9 @@ def _quit_before_anything_ran(signum: int, frame: FrameType | None) -> None:
     os._exit(EXIT_INTERRUPTED)
 
 
-def quit_on_ctrl_c_until_started() -> None:
-    """Until the command installs its own handler, Ctrl-C exits 130 with one line."""
+def run_main(module: str) -> NoReturn:
+    """Import ``module`` and exit with what its ``main()`` returns."""
     signal.signal(signal.SIGINT, _quit_before_anything_ran)
+    status = importlib.import_module(module).main()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the work is done; just exit
+    sys.exit(status)

@@ -218,7 +218,9 @@ def test_ctrl_c_stops_a_load_at_once_and_leaves_no_transaction_open(
             assert partial_customers(conn) == []
 
 
-@pytest.mark.parametrize("after", [0.05, 0.15, 0.3, 0.6, 1.0])
+# From 0.15 s: before the script's first line, Python's own start-up (about 25 ms idle,
+# mostly importing site) is out of the command's reach, and slower on a busy machine.
+@pytest.mark.parametrize("after", [0.15, 0.3, 0.6, 1.0])
 def test_ctrl_c_at_any_moment_from_start_up_is_never_a_traceback(
     pg_server: PgServer, head_template: str, after: float
 ) -> None:
@@ -230,8 +232,7 @@ def test_ctrl_c_at_any_moment_from_start_up_is_never_a_traceback(
         seconds = _interrupt(process, 1)
         err = process.stderr.read()
 
-        # Before Python installs any handler, the signal itself ends the process (-2).
-        assert process.returncode in (130, -signal.SIGINT), f"{process.returncode}: {err}"
+        assert process.returncode == 130, f"{process.returncode}: {err}"
         assert seconds < 2, f"Ctrl-C took {seconds:.1f} s to act"
         assert "Traceback" not in err, f"Ctrl-C {after} s after start-up: {err}"
         assert other_sessions(engine) == [], "every session must end, none in a transaction"

@@ -356,7 +356,9 @@ def test_sigterm_during_check_drops_the_scratch_database(
     )
 
 
-@pytest.mark.parametrize("after", [0.05, 0.15, 0.3, 0.6])
+# From 0.15 s: before the script's first line, Python's own start-up (about 25 ms idle,
+# mostly importing site) is out of the command's reach, and slower on a busy machine.
+@pytest.mark.parametrize("after", [0.15, 0.3, 0.6])
 def test_ctrl_c_at_any_moment_from_start_up_is_one_line_and_leaves_no_scratch_database(
     workspace: Workspace, pg_server: PgServer, after: float
 ) -> None:
@@ -367,8 +369,7 @@ def test_ctrl_c_at_any_moment_from_start_up_is_one_line_and_leaves_no_scratch_da
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=60)
 
-    # Before Python installs any handler, the signal itself ends the process (-2).
-    assert process.returncode in (128 + signal.SIGINT, -signal.SIGINT), f"{out}{err}"
+    assert process.returncode == 128 + signal.SIGINT, f"{out}{err}"
     assert "Traceback" not in err, f"Ctrl-C {after} s after start-up: {err}"
     assert len(err.splitlines()) <= 1, err
     assert scratch_databases(pg_server) == [], "the scratch database was left behind"
