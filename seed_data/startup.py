@@ -15,12 +15,10 @@ import sys
 from types import FrameType
 from typing import NoReturn
 
-EXIT_INTERRUPTED = 130
-
 
 def _quit_before_anything_ran(signum: int, frame: FrameType | None) -> None:
     os.write(2, b"error: interrupted before the command began: nothing was written\n")
-    os._exit(EXIT_INTERRUPTED)
+    os._exit(128 + signum)  # the shell's status for a signal, as the commands exit too
 
 
 def run_main(module: str) -> NoReturn:
