@@ -94,9 +94,11 @@ def configure(method: str, wrap: Callable[[Any], Any] | None = None, **options: 
     if steps is None:
         return
     recorder = Recorder(context.script, method, as_sql=context.is_offline_mode())
+    # A caller's own callbacks too (refdata.py's replay reads the rows each step leaves).
+    callbacks = config.attributes.get("on_version_apply", [])
     context.configure(
         fn=recorder.track(wrap(steps) if wrap else steps),
-        on_version_apply=[recorder.on_apply],
+        on_version_apply=[recorder.on_apply, *callbacks],
         **options,
     )
 

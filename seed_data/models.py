@@ -79,7 +79,13 @@ class Base(DeclarativeBase):
 # --- Reference data: rows are owned by the migrations -----------------------------------
 
 
-class LookupMixin:
+class ReferenceData:
+    """Marks a model as reference data: its rows are declared in
+    ``seed_data/reference/<table>.yaml`` (or ``.csv``) and frozen into migrations by
+    ``scripts/refdata.py revision``. Its primary key is one text column, the natural key."""
+
+
+class LookupMixin(ReferenceData):
     """A lookup table: a stable code, a human label and a display order."""
 
     code: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -107,7 +113,7 @@ class TransactionCategoryRow(LookupMixin, Base):
     __tablename__ = "transaction_categories"
 
 
-class Product(Base):
+class Product(ReferenceData, Base):
     __tablename__ = "products"
     __table_args__ = (CheckConstraint("interest_rate >= 0", name="interest_rate_not_negative"),)
 
@@ -122,7 +128,7 @@ class Product(Base):
     is_active: Mapped[bool] = mapped_column(server_default=true())
 
 
-class Faq(Base):
+class Faq(ReferenceData, Base):
     __tablename__ = "faqs"
 
     slug: Mapped[str] = mapped_column(String(80), primary_key=True)
@@ -284,14 +290,14 @@ class MigrationHistory(Base):
     project_version: Mapped[str | None] = mapped_column(Text)
 
 
-REFERENCE_TABLES: tuple[str, ...] = (
-    "account_types",
-    "account_statuses",
-    "message_roles",
-    "conversation_channels",
-    "transaction_categories",
-    "products",
-    "faqs",
+# Every model marked ReferenceData, parents before the tables whose rows point at them.
+REFERENCE_TABLES: tuple[str, ...] = tuple(
+    table.name
+    for table in Base.metadata.sorted_tables
+    if any(
+        issubclass(mapper.class_, ReferenceData) and mapper.local_table is table
+        for mapper in Base.registry.mappers
+    )
 )
 BUSINESS_TABLES: tuple[str, ...] = (
     "customers",

@@ -115,7 +115,37 @@ REFUSED = {
         "faqs",
         "sort_order: 10",
         "sort_order: !!int 10",
-        "sort_order: the tag tag:yaml.org,2002:int is not supported",
+        "sort_order: the tag !!int is not supported: write the value without a tag",
+    ),
+    "explicit str tag": (
+        "faqs",
+        "category: accounts",
+        "category: !!str accounts",
+        "category: the tag !!str is not supported: write the value without a tag",
+    ),
+    "explicit str tag on quoted text": (
+        "faqs",
+        "category: accounts",
+        "category: !!str 'accounts'",
+        "category: the tag !!str is not supported: write the value without a tag",
+    ),
+    "exponent for a decimal": (
+        "products",
+        "interest_rate: 4.74",
+        "interest_rate: 1e2",
+        "interest_rate: 1e2: write the number in plain digits, without an exponent",
+    ),
+    "null for a NOT NULL number": (
+        "faqs",
+        "sort_order: 10",
+        "sort_order: null",
+        "sort_order: must have a value (the column is NOT NULL)\n",
+    ),
+    "null for a NOT NULL boolean": (
+        "faqs",
+        "is_active: true",
+        "is_active: ~",
+        "is_active: must have a value (the column is NOT NULL)\n",
     ),
     "null for NOT NULL": (
         "faqs",
@@ -213,9 +243,10 @@ def test_invalid_declarations_are_refused_with_file_and_line_before_any_database
     with pytest.raises(DeclarationError) as raised:
         load_declared(files_workspace.reference)
     (problem,) = raised.value.problems  # one mistake, one line: nothing cascades
-    assert problem.startswith(f"{files_workspace.reference}/{table}.yaml:{line}: {message}"), (
-        problem
-    )
+    # A message ending in a newline is the whole line (no hint after it).
+    assert (problem + "\n").startswith(
+        f"{files_workspace.reference}/{table}.yaml:{line}: {message}"
+    ), problem
 
     for command_args in (["check"], ["revision", "-m", "never written"]):
         result = files_workspace.refdata(*command_args)
@@ -258,8 +289,11 @@ def test_broken_encodings_and_empty_files_are_named(files_workspace: Workspace) 
     assert (
         "conversation_channels.yaml: the file declares nothing: list the rows, or write []" in text
     )
-    assert "faqs.yaml: cannot read the file (No such file or directory)" in text
-    assert "product.yaml: not a reference table" in text
+    assert (
+        "faqs.yaml: missing: faqs is marked as reference data in seed_data/models.py; declare "
+        "its rows there (a list of rows, or [] for none), or in faqs.csv" in text
+    )
+    assert "product.yaml:1: no model has __tablename__ = 'product': add one to" in text
     result = files_workspace.refdata("check")
     assert result.code == 2 and "not UTF-8" in result.err
     assert "Traceback" not in result.err

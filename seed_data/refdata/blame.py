@@ -18,7 +18,7 @@ from seed_data.refdata.applied import Applied, applied_revisions, read_history
 from seed_data.refdata.errors import BadInput
 from seed_data.refdata.heads import create_date, upgrade_path
 from seed_data.refdata.live import known_revisions, read_only
-from seed_data.refdata.replay import RowChange, change_lines, replay, value_json
+from seed_data.refdata.replay import RowChange, change_lines, one_row, replay, value_json
 from seed_data.refdata.state import scratch_database
 from seed_data.refdata.tables import RefTable
 
@@ -68,11 +68,11 @@ class LiveView:
 def blame(
     server: URL, config: Config, script: ScriptDirectory, head: str, table: RefTable, key: str
 ) -> list[Entry]:
-    """Replay base -> head in one scratch database, one upgrade per revision."""
+    """Replay base -> head in one scratch database, reading the row after each revision."""
     entries = []
     with scratch_database(server, config, target=None) as engine:
-        for step in replay(engine, config, upgrade_path(script, None, head), (table,)):
-            entries += [Entry(step.script, c) for c in step.changes((table,)) if c.key == key]
+        steps = replay(engine, config, upgrade_path(script, None, head), one_row(table, key))
+        entries = [Entry(step.script, c) for step in steps for c in step.changes((table,))]
     if not entries:
         raise BadInput(
             f"{table.name} has no row with {table.key} {key!r} in any revision (base to "

@@ -25,6 +25,7 @@ from seed_data.refdata.files import shown
 from seed_data.refdata.heads import lineage, merge_base, upgrade_path
 from seed_data.refdata.replay import (
     RowChange,
+    all_rows,
     change_lines,
     replay,
     row_changes,
@@ -35,9 +36,10 @@ from seed_data.refdata.state import migrate_scratch, scratch_database
 from seed_data.refdata.tables import RefTable, reference_tables
 
 RESOLVE = (
-    "To resolve it, keep one head's revision and write the other's changes again on top of "
-    "it (`refdata.py revision`); if both were released already, merge with `alembic merge "
-    "heads` and add a revision that sets those rows to the values agreed"
+    "To resolve it, keep one head's revision, delete the other's file if it was never "
+    "released (`git rm FILE`, then `refdata.py lock --forget FILE`) and write its changes "
+    "again on top (`refdata.py revision`); if both were released already, merge with "
+    "`alembic merge heads` and add a revision that sets those rows to the values agreed"
 )
 
 
@@ -153,7 +155,7 @@ def _changes(
 ) -> dict[tuple[str, str], HeadChange]:
     tables = reference_tables()
     touched: dict[tuple[str, str], list[Script]] = {}
-    for step in replay(engine, config, upgrade_path(script, base, head), tables):
+    for step in replay(engine, config, upgrade_path(script, base, head), all_rows(tables)):
         for change in step.changes(tables):
             touched.setdefault((change.table, change.key), []).append(step.script)
     net = row_changes(tables, base_rows, rows_now(engine, tables))

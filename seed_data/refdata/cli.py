@@ -7,6 +7,7 @@
     refdata.py log TABLE KEY --live # ... and when each was applied to DATABASE_URL
     refdata.py merge -m MESSAGE     # merge two heads that change different rows
     refdata.py lock [--rehash FILE] # record new revision files in alembic/versions.sha256
+    refdata.py lock --forget FILE   # un-record a deleted, never released revision
     refdata.py lock --init          # start the lock file of a new project
 
 Exit status: 0 all agree (or done), 1 drift found (heads not merged yet, or that conflict,
@@ -61,7 +62,14 @@ from seed_data.refdata.heads import load_script, single_head
 from seed_data.refdata.live import live_problems
 from seed_data.refdata.lock import check_lock, lock_file, record, versions_dir
 from seed_data.refdata.migration import TablePlan, plan
-from seed_data.refdata.revision import Candidate, build, build_merge, prove, write
+from seed_data.refdata.revision import (
+    Candidate,
+    build,
+    build_merge,
+    prove,
+    remove_revision_files,
+    write_files,
+)
 from seed_data.refdata.rules import rule_problems
 from seed_data.refdata.signals import Interrupted, stop_signals_deferred, stop_signals_raise
 from seed_data.refdata.state import read_rows, scratch_database
@@ -119,6 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
     lock = commands.add_parser("lock", help="record new revision files' checksums")
     lock.add_argument(
         "--rehash", nargs="+", default=(), metavar="FILE", help="re-record these (names or paths)"
+    )
+    lock.add_argument(
+        "--forget",
+        nargs="+",
+        default=(),
+        metavar="FILE",
+        help="un-record deleted revision files that were never released (and their data files)",
     )
     lock.add_argument("--init", action="store_true", help="create the lock file (new projects)")
     return parser
@@ -205,8 +220,8 @@ def _config(path: Path) -> tuple[Config, Path]:
 
 def _lock(location: Path, args: argparse.Namespace) -> int:
     with one_writer(versions_dir(location)):
-        written = record(location, tuple(args.rehash), init=args.init)
-    print("\n".join(f"recorded {name}" for name in written) or "nothing new to record")
+        changes = record(location, tuple(args.rehash), init=args.init, forget=tuple(args.forget))
+    print("\n".join(changes) or "nothing new to record")
     return EXIT_OK
 
 
@@ -316,11 +331,11 @@ def _write_and_record(location: Path, candidate: Candidate) -> Path:
     """The proved file into alembic/versions and its line into the lock: both or neither,
     with Ctrl-C and SIGTERM held back for that moment."""
     with stop_signals_deferred():
-        path = write(versions_dir(location), candidate)
+        path = write_files(versions_dir(location), candidate)
         try:
             record(location)
         except BaseException:
-            path.unlink()
+            remove_revision_files(path)
             raise
     return path
 

@@ -1,6 +1,11 @@
-"""The declared reference data: ``seed_data/reference/<table>.yaml``, loaded and validated.
+"""The declared reference data: ``seed_data/reference/<table>.yaml`` (or ``.csv``), loaded
+and validated.
 
-Each file is a YAML list of mappings, one per row, with every column of the table.
+Each YAML file is a list of mappings, one per row, with every column of the table. A large
+table (hundreds of rows and up, usually imported from a published list) may be declared
+as ``<table>.csv`` instead: a header row naming every column, then one row a line (an
+empty cell is NULL; a list column holds a JSON array). Every table marked
+``ReferenceData`` in ``seed_data/models.py`` has exactly one of the two files.
 Loading checks everything it can before any database is touched: the encoding, the YAML
 itself, duplicate keys, unknown or missing columns, each value against its column's type
 as the models declare it (text length, characters PostgreSQL or ``alembic --sql`` cannot
@@ -17,6 +22,9 @@ as base 60, ``1_000``) with a line saying what to write instead.
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -33,8 +41,14 @@ from yaml.reader import Reader
 from yaml.resolver import BaseResolver
 from yaml.scanner import Scanner
 
+from seed_data.models import Base
 from seed_data.refdata.files import shown
 from seed_data.refdata.tables import RefColumn, RefTable, reference_tables
+
+try:  # libyaml: the same node tree, several times faster (PyYAML's wheels include it)
+    from yaml.cyaml import CParser
+except ImportError:  # pragma: no cover - a PyYAML built without libyaml
+    CParser = None
 
 REFERENCE_DIR = Path(__file__).resolve().parent.parent / "reference"
 
@@ -42,12 +56,19 @@ Row = dict[str, Any]
 Rows = dict[str, Row]  # natural key -> row
 
 PLAIN = "!refdata-plain"  # the tag our resolver gives every unquoted scalar
-TEXT = BaseResolver.DEFAULT_SCALAR_TAG  # quoted and block scalars, and explicit !!str
+TEXT = "!refdata-quoted"  # ... and every quoted or block scalar written without a tag
+DECLARED_SUFFIXES = (".yaml", ".csv")
+MODELS = "seed_data/models.py"
+HOW_TO_ADD = "docs/reference-data.md#adding-a-reference-table"
 NULLS = {"", "~", "null", "Null", "NULL"}
 TRUE, FALSE = {"true", "True", "TRUE"}, {"false", "False", "FALSE"}
 YAML11_BOOLEANS = {"y", "yes", "n", "no", "on", "off"}
 WHOLE = re.compile(r"[-+]?[0-9]+")
-DECIMAL = re.compile(r"[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?")
+DECIMAL = re.compile(r"[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)")
+EXPONENT = re.compile(r"[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+")
+# Any character _text() refuses (control characters but newline, tab, surrogates): text
+# without one, nearly all of it, is accepted without looking at each character in Python.
+REFUSED_CHARACTER = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 BASE_60 = re.compile(r"[-+]?[0-9][0-9_]*(:[0-5]?[0-9])+(\.[0-9_]*)?")
 NOT_FINITE = re.compile(r"[-+]?\.?(nan|inf|infinity)", re.IGNORECASE)
 PREFIXED = re.compile(r"[-+]?0[xXoObB][0-9a-fA-F_]+")
@@ -90,11 +111,14 @@ class Declared(dict[str, Rows]):
 
 
 class _Resolver(BaseResolver):
-    """Tags every plain scalar PLAIN, so that each column reads it by its own type."""
+    """Tags every plain scalar PLAIN and every quoted one TEXT, so that each column reads
+    it by its own type; a tag written in the file (``!!str``) stays, and is refused."""
 
     def resolve(self, kind: type, value: Any, implicit: tuple[bool, bool]) -> str:
         if kind is yaml.ScalarNode and implicit[0]:
             return PLAIN
+        if kind is yaml.ScalarNode and implicit[1]:
+            return TEXT
         return super().resolve(kind, value, implicit)
 
 
@@ -107,6 +131,17 @@ class _Composer(Reader, Scanner, Parser, Composer, _Resolver):
         Parser.__init__(self)
         Composer.__init__(self)
         _Resolver.__init__(self)
+
+
+if CParser is not None:
+
+    class _FastComposer(CParser, _Resolver):  # type: ignore[misc, valid-type]
+        """libyaml's parser and composer with our resolver; a file it refuses is parsed
+        again by :class:`_Composer`, whose messages the refusals quote."""
+
+        def __init__(self, text: str) -> None:
+            CParser.__init__(self, text)
+            _Resolver.__init__(self)
 
 
 @dataclass
@@ -127,13 +162,8 @@ def load_declared(directory: Path = REFERENCE_DIR) -> Declared:
         what = "is not a directory" if directory.exists() else "does not exist"
         raise DeclarationError([f"{directory}: {what} (expected the declared reference files)"])
     tables = reference_tables()
-    expected_files = {f"{t.name}.yaml" for t in tables}
-    problems = [
-        f"{path}: not a reference table (expected one of: {', '.join(sorted(expected_files))})"
-        for path in sorted(directory.glob("*.yaml"))
-        if path.name not in expected_files
-    ]
-    files = {t.name: _load_file(directory / f"{t.name}.yaml", t, problems) for t in tables}
+    problems = _unknown_files(directory, {t.name for t in tables})
+    files = {t.name: _load_table(directory, t, problems) for t in tables}
     for table in tables:
         problems += _unique_problems(table, files[table.name])
         problems += _reference_problems(table, files)
@@ -149,42 +179,71 @@ def load_declared(directory: Path = REFERENCE_DIR) -> Declared:
     )
 
 
-def _load_file(path: Path, table: RefTable, problems: list[str]) -> _File:
-    result = _File()
+def _unknown_files(directory: Path, tables: set[str]) -> list[str]:
+    """A line per declared file that belongs to no reference table, saying what to add."""
+    problems = []
+    models = {
+        mapper.local_table.name: mapper.class_.__name__
+        for mapper in Base.registry.mappers
+        if isinstance(mapper.local_table, sa.Table)
+    }
+    for path in sorted(p for p in directory.iterdir() if p.suffix in DECLARED_SUFFIXES):
+        name = path.stem
+        if name in tables:
+            continue
+        if name in models:
+            problems.append(
+                f"{path}:1: {name} is not marked as reference data: in {MODELS}, add "
+                f"ReferenceData to the bases of {models[name]} (class {models[name]}"
+                f"(ReferenceData, Base)); see {HOW_TO_ADD}"
+            )
+        else:
+            problems.append(
+                f"{path}:1: no model has __tablename__ = {name!r}: add one to {MODELS}, "
+                f"marked as reference data (class ...(ReferenceData, Base)), and a schema "
+                f"revision that creates the table; see {HOW_TO_ADD}"
+            )
+    return problems
+
+
+def _load_table(directory: Path, table: RefTable, problems: list[str]) -> _File:
+    """The table's declared file, ``<table>.yaml`` or ``<table>.csv``: exactly one."""
+    paths = [directory / f"{table.name}{suffix}" for suffix in DECLARED_SUFFIXES]
+    present = [path for path in paths if path.exists()]
+    if len(present) > 1:
+        problems.append(
+            f"{present[1]}: {table.name} is declared twice (also in {present[0].name}): keep one"
+        )
+        return _File()
+    if not present:
+        problems.append(
+            f"{paths[0]}: missing: {table.name} is marked as reference data in {MODELS}; "
+            f"declare its rows there (a list of rows, or [] for none), or in {paths[1].name}"
+        )
+        return _File()
+    if present[0].suffix == ".csv":
+        return _load_csv(present[0], table, problems)
+    return _load_file(present[0], table, problems)
+
+
+def _read_text(path: Path, problems: list[str]) -> str | None:
     try:
-        text = _decode(path, path.read_bytes())
+        return _decode(path, path.read_bytes())
     except OSError as error:
         problems.append(f"{path}: cannot read the file ({error.strerror})")
-        return result
     except ValueError as error:
         problems.append(str(error))
+    return None
+
+
+def _load_file(path: Path, table: RefTable, problems: list[str]) -> _File:
+    result = _File()
+    text = _read_text(path, problems)
+    if text is None:
         return result
-    composer = None
-    try:
-        composer = _Composer(text)
-        root = composer.get_single_node()
-    except yaml.reader.ReaderError as error:
-        line = text[: error.position].count("\n") + 1
-        problems.append(
-            f"{path}:{line}: not valid YAML: the control character U+{error.character:04X} "
-            "is not allowed in a YAML file: remove it"
-        )
+    parsed, root = _parse(path, text, problems)
+    if not parsed:
         return result
-    except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        said = " ".join(str(error.problem or error.context).split())
-        if error.context and error.context_mark and error.problem:
-            context = error.context.removeprefix("while ").replace("parsing ", "", 1)
-            said += f" (in {context} that starts on line {error.context_mark.line + 1})"
-        problems.append(f"{where}: not valid YAML: {said}")
-        return result
-    except yaml.YAMLError as error:
-        problems.append(f"{path}: not valid YAML: {' '.join(str(error).split())}")
-        return result
-    finally:
-        if composer is not None:
-            composer.dispose()
     if root is None:
         problems.append(f"{path}: the file declares nothing: list the rows, or write [] for none")
         return result
@@ -195,6 +254,146 @@ def _load_file(path: Path, table: RefTable, problems: list[str]) -> _File:
     for node in root.value:
         _load_row(path, table, node, result, problems)
     return result
+
+
+def _parse(path: Path, text: str, problems: list[str]) -> tuple[bool, yaml.Node | None]:
+    """(whether it parsed, the root node: None for an empty file); a refusal is reported.
+
+    libyaml parses; a file it refuses is parsed again by PyYAML's own parser, whose
+    messages the refusals quote.
+    """
+    if CParser is not None:
+        fast = _FastComposer(text)
+        try:
+            return True, fast.get_single_node()
+        except yaml.YAMLError:
+            pass
+        finally:
+            fast.dispose()
+    composer = None
+    try:
+        composer = _Composer(text)
+        root = composer.get_single_node()
+    except yaml.reader.ReaderError as error:
+        line = text[: error.position].count("\n") + 1
+        problems.append(
+            f"{path}:{line}: not valid YAML: the control character U+{error.character:04X} "
+            "is not allowed in a YAML file: remove it"
+        )
+        return False, None
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        said = " ".join(str(error.problem or error.context).split())
+        if error.context and error.context_mark and error.problem:
+            context = error.context.removeprefix("while ").replace("parsing ", "", 1)
+            said += f" (in {context} that starts on line {error.context_mark.line + 1})"
+        problems.append(f"{where}: not valid YAML: {said}")
+        return False, None
+    except yaml.YAMLError as error:
+        problems.append(f"{path}: not valid YAML: {' '.join(str(error).split())}")
+        return False, None
+    finally:
+        if composer is not None:
+            composer.dispose()
+    return True, root
+
+
+def _load_csv(path: Path, table: RefTable, problems: list[str]) -> _File:
+    """``<table>.csv``: a header naming every column once, then one row a line."""
+    result = _File()
+    text = _read_text(path, problems)
+    if text is None:
+        return result
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        header = next(reader, None)
+        if header is None:
+            problems.append(f"{path}: the file is empty: write the header row ({_columns(table)})")
+            return result
+        if (problem := _header_problem(header, table)) is not None:
+            problems.append(f"{path}:1: {problem}")
+            return result
+        result.loaded = True
+        line = reader.line_num + 1
+        for cells in reader:
+            _load_csv_row(
+                path,
+                line,
+                table,
+                dict(zip(header, cells, strict=False)),
+                len(cells) - len(header),
+                result,
+                problems,
+            )
+            line = reader.line_num + 1
+    except csv.Error as error:
+        problems.append(f"{path}:{reader.line_num}: not valid CSV: {error}")
+    return result
+
+
+def _columns(table: RefTable) -> str:
+    return ",".join(table.column_names)
+
+
+def _header_problem(header: list[str], table: RefTable) -> str | None:
+    unknown = [name for name in header if name not in table.column_names]
+    missing = [name for name in table.column_names if name not in header]
+    twice = sorted({name for name in header if header.count(name) > 1})
+    said = [
+        *([f"unknown column {', '.join(unknown)} for {table.name}"] if unknown else []),
+        *([f"missing column {', '.join(missing)}"] if missing else []),
+        *([f"column {', '.join(twice)} given twice"] if twice else []),
+    ]
+    if not said:
+        return None
+    return "; ".join(said) + f": the header must name each column once ({_columns(table)})"
+
+
+def _load_csv_row(
+    path: Path,
+    line: int,
+    table: RefTable,
+    cells: dict[str, str],
+    extra: int,
+    out: _File,
+    problems: list[str],
+) -> None:
+    where = f"{path}:{line}"
+    if extra:
+        counted = f"{extra} more" if extra > 0 else f"{-extra} fewer"
+        problems.append(f"{where}: {counted} cell(s) than the header has columns")
+        return
+    before = len(problems)
+    row: Row = {}
+    for column in table.columns:
+        value, problem = _cell(column, cells[column.name])
+        if problem:
+            problems.append(f"{where}: {column.name}: {problem}")
+        else:
+            row[column.name] = value
+    _add_row(
+        path, line, {}, table, row, cells.get(table.key), len(problems) == before, out, problems
+    )
+
+
+def _cell(column: RefColumn, text: str) -> tuple[Any, str | None]:
+    """One CSV cell read by its column's type: empty is NULL; a list column holds JSON."""
+    if text == "":
+        return _null(column, " (an empty cell is NULL)")
+    if not isinstance(column.type, JSONB):
+        return _typed(column, text)
+    try:
+        items = json.loads(text)
+    except ValueError:
+        items = None
+    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+        return None, f'expected a JSON list of texts, like ["a", "b"], got {text!r}'
+    for position, item in enumerate(items, start=1):
+        _, problem = _text(item, None)
+        if problem:
+            return None, f"item {position} {problem}"
+    return items, None
 
 
 def _decode(path: Path, data: bytes) -> str:
@@ -251,20 +450,35 @@ def _load_row(
             else:
                 row[column.name] = value
     key_node = given.get(table.key)
-    key = row.get(table.key)
-    if key is None and isinstance(key_node, yaml.ScalarNode):
-        key = key_node.value  # invalid, but other rows may refer to it: no cascade
+    raw_key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+    _add_row(path, line, lines, table, row, raw_key, len(problems) == before, out, problems)
+
+
+def _add_row(
+    path: Path,
+    line: int,
+    lines: dict[str, int],
+    table: RefTable,
+    row: Row,
+    raw_key: str | None,
+    valid: bool,
+    out: _File,
+    problems: list[str],
+) -> None:
+    """Keep a read row under its key (an invalid key as written: other rows may refer to
+    it, and must not be reported again for that)."""
+    key = row.get(table.key, raw_key)
     if not isinstance(key, str):
         return
     if key in out.keys:
         problems.append(
-            f"{where}: duplicate {table.key} {key!r} (first declared on line "
+            f"{path}:{line}: duplicate {table.key} {key!r} (first declared on line "
             f"{out.origins[key].line if key in out.origins else '?'})"
         )
         return
     out.keys.add(key)
     out.origins[key] = Origin(path, line, lines)
-    if len(problems) == before:
+    if valid:
         out.rows[key] = row
     out.values[key] = row
 
@@ -284,21 +498,34 @@ def _scalar(column: RefColumn, node: yaml.Node) -> tuple[Any, str | None]:
         shape = "a list" if isinstance(node, yaml.SequenceNode) else "a mapping"
         return None, f"expected {_expected(kind)}, got {shape}"
     if node.tag not in (PLAIN, TEXT):
-        return None, f"the tag {node.tag} is not supported: write the value without a tag"
+        tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+        return None, f"the tag {tag} is not supported: write the value without a tag"
     if node.tag == PLAIN and node.value in NULLS:
-        if column.nullable:
-            return None, None
-        return None, "must have a value (the column is NOT NULL); quote it if you mean that text"
-    if isinstance(kind, JSONB):
-        return None, f"expected {_expected(kind)}, got {node.value!r}"
-    if isinstance(kind, sa.String):  # Text too
-        return _text(node.value, kind.length)
-    if node.tag == TEXT:
+        return _null(column, "; quote it if you mean that text")
+    if node.tag == TEXT and not isinstance(kind, sa.String | JSONB):
         return None, f"expected {_expected(kind)}, got the quoted text {node.value!r}: unquote it"
+    return _typed(column, node.value)
+
+
+def _null(column: RefColumn, text_hint: str) -> tuple[Any, str | None]:
+    """NULL for a nullable column; else what is wrong (with the hint, for text columns)."""
+    if column.nullable:
+        return None, None
+    hint = text_hint if isinstance(column.type, sa.String) else ""
+    return None, f"must have a value (the column is NOT NULL){hint}"
+
+
+def _typed(column: RefColumn, text: str) -> tuple[Any, str | None]:
+    """A non-empty scalar read by its column's type."""
+    kind = column.type
+    if isinstance(kind, JSONB):
+        return None, f"expected {_expected(kind)}, got {text!r}"
+    if isinstance(kind, sa.String):  # Text too
+        return _text(text, kind.length)
     if isinstance(kind, sa.Boolean):
-        return _boolean(node.value)
+        return _boolean(text)
     if isinstance(kind, sa.Numeric | sa.Integer):
-        return _number(node.value, kind)
+        return _number(text, kind)
     return None, f"columns of type {kind} are not supported in declared reference data"
 
 
@@ -329,6 +556,8 @@ def _text_list(node: yaml.SequenceNode) -> tuple[Any, str | None, yaml.Node]:
 def _text(value: str, length: int | None) -> tuple[Any, str | None]:
     if length is not None and len(value) > length:
         return None, f"longer than {length} characters ({len(value)})"
+    if REFUSED_CHARACTER.search(value) is None:
+        return value, None
     for character in value:
         if character == "\x00":
             return None, "contains a NUL character (\\0), which PostgreSQL text cannot hold"
@@ -369,6 +598,8 @@ def _number(text: str, kind: sa.Numeric | sa.Integer) -> tuple[Any, str | None]:
         )
     if PREFIXED.fullmatch(text):
         return None, f"{text}: write the number in decimal digits"
+    if EXPONENT.fullmatch(text):
+        return None, f"{text}: write the number in plain digits, without an exponent"
     if "_" in text and (
         WHOLE.fullmatch(text.replace("_", "")) or DECIMAL.fullmatch(text.replace("_", ""))
     ):

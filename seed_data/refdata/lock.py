@@ -4,8 +4,13 @@ A revision that has been applied anywhere must never change: databases that ran 
 text would silently differ from those that run the new. ``refdata.py check`` fails when a
 recorded file is edited or removed, or when a revision file is not recorded yet.
 
+A generated revision that carries many rows keeps them in data files, in a directory named
+like the revision file (``<stem>/<table>.added.jsonl``); each is recorded as well, as
+``<stem>/<file>``.
+
 The file is in ``sha256sum`` format (``<digest>  <name>``; ``<digest> *<name>``, the binary
-mode marker, is read too), sorted by name, so ``sha256sum -c`` checks it as well. Two
+mode marker, is read too), sorted by name, so ``sha256sum -c`` checks it as well (run from
+``alembic/versions``). Two
 branches that each add a revision both append a line at the end; ``.gitattributes`` merges
 the file with git's ``union`` driver, which keeps both lines.
 """
@@ -21,7 +26,7 @@ from seed_data.refdata.errors import BadInput
 from seed_data.refdata.files import shown, write_atomically
 
 LOCK_NAME = "versions.sha256"
-LOCK_LINE = re.compile(r"(?P<digest>[0-9a-fA-F]{64}) [ *](?P<name>[^/\\]+\.py)")
+LOCK_LINE = re.compile(r"(?P<digest>[0-9a-fA-F]{64}) [ *](?P<name>[^/\\]+\.py|[^/\\]+/[^/\\]+)")
 
 
 class LockError(BadInput):
@@ -34,6 +39,7 @@ class LockStatus:
     edited: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     unrecorded: list[str] = field(default_factory=list)
+    orphaned: list[str] = field(default_factory=list)  # data directories with no revision
 
     def problems(self) -> list[str]:
         """One line per problem, each saying how to proceed."""
@@ -55,6 +61,11 @@ class LockStatus:
                 f"{name} is not recorded in {lock}: review it, then run `refdata.py lock`"
                 for name in self.unrecorded
             ),
+            *(
+                f"{name}/ holds data files but there is no revision {name}.py: restore the "
+                "revision, or delete the directory if its revision was deleted on purpose"
+                for name in self.orphaned
+            ),
         ]
 
 
@@ -71,11 +82,28 @@ def file_checksum(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def revision_files(script_location: Path) -> dict[str, Path]:
+    """Every file the lock covers: ``<name>.py``, and ``<stem>/<file>`` for data files."""
+    versions = versions_dir(script_location)
+    files = {path.name: path for path in versions.glob("*.py")}
+    for directory in versions.iterdir():
+        if directory.is_dir() and not directory.name.startswith((".", "__")):
+            files |= {
+                f"{directory.name}/{path.name}": path
+                for path in directory.iterdir()
+                if path.is_file() and not path.name.startswith(".")
+            }
+    return dict(sorted(files.items()))
+
+
+def data_files_of(name: str, names: list[str] | dict[str, str]) -> list[str]:
+    """The data files (``<stem>/<file>``) of revision file ``name`` among ``names``."""
+    prefix = name.removesuffix(".py") + "/"
+    return [other for other in names if other.startswith(prefix)]
+
+
 def checksums(script_location: Path) -> dict[str, str]:
-    return {
-        path.name: file_checksum(path)
-        for path in sorted(versions_dir(script_location).glob("*.py"))
-    }
+    return {name: file_checksum(path) for name, path in revision_files(script_location).items()}
 
 
 def read_lock(script_location: Path) -> dict[str, str]:
@@ -122,11 +150,13 @@ def read_lock(script_location: Path) -> dict[str, str]:
 
 def check_lock(script_location: Path) -> LockStatus:
     recorded, actual = read_lock(script_location), checksums(script_location)
+    directories = {name.split("/")[0] for name in actual if "/" in name}
     return LockStatus(
         lock_file(script_location),
         edited=sorted(n for n in recorded if n in actual and actual[n] != recorded[n]),
         removed=sorted(n for n in recorded if n not in actual),
         unrecorded=sorted(n for n in actual if n not in recorded),
+        orphaned=sorted(d for d in directories if f"{d}.py" not in actual),
     )
 
 
@@ -141,8 +171,27 @@ def revision_file_name(given: str, script_location: Path) -> str:
     return path.name
 
 
-def record(script_location: Path, rehash: tuple[str, ...] = (), init: bool = False) -> list[str]:
-    """Record unrecorded revision files (and re-record ``rehash``); return what was written.
+def forgotten_file_name(given: str, script_location: Path) -> str:
+    """A deleted revision's name from what a user typed, refused while the file exists."""
+    name = Path(given).name
+    if not name.endswith(".py"):
+        raise BadInput(f"{given}: name the revision file (<name>.py) to forget")
+    if (versions_dir(script_location) / name).exists():
+        raise BadInput(
+            f"{name} still exists: `lock --forget` only un-records a revision that was "
+            f"deleted; delete it first (git rm), if no database has run it"
+        )
+    return name
+
+
+def record(
+    script_location: Path,
+    rehash: tuple[str, ...] = (),
+    init: bool = False,
+    forget: tuple[str, ...] = (),
+) -> list[str]:
+    """Record unrecorded revision files (and re-record ``rehash``, with their data files;
+    un-record the deleted revisions in ``forget``, with theirs); return a line per change.
 
     Edited files stay as recorded unless named in ``rehash``: re-recording must be a
     deliberate act, never a side effect. A missing lock file is an error unless ``init``
@@ -154,11 +203,21 @@ def record(script_location: Path, rehash: tuple[str, ...] = (), init: bool = Fal
         recorded: dict[str, str] = {}
     else:
         recorded = read_lock(script_location)
-    names = {revision_file_name(given, script_location) for given in rehash}
     actual = checksums(script_location)
+    names = {revision_file_name(given, script_location) for given in rehash}
+    names |= {data for name in names for data in data_files_of(name, actual)}
+    gone = [forgotten_file_name(given, script_location) for given in forget]
+    for name in gone:
+        if name not in recorded:
+            raise BadInput(
+                f"{name} is not recorded in {lock_file(script_location)}: nothing to forget"
+            )
+    forgotten = [n for name in gone for n in [name, *data_files_of(name, recorded)]]
     changed = [n for n in actual if n not in recorded or (n in names and recorded[n] != actual[n])]
     for name in changed:
         recorded[name] = actual[name]
+    for name in forgotten:
+        recorded.pop(name, None)
     lines = [f"{recorded[name]}  {name}\n" for name in sorted(recorded)]
     write_atomically(lock_file(script_location), "".join(lines))
-    return changed
+    return [f"recorded {name}" for name in changed] + [f"forgot {name}" for name in forgotten]

@@ -16,12 +16,23 @@ The steps are ordered so that any edit applies, in either direction:
 3. updates to their final values;
 4. deletes, rows that use a lookup before the lookup, each after
    ``refdata_assert_unreferenced_during()`` has confirmed nothing still uses them.
+
+A revision that carries more than :data:`INLINE_ROWS` rows (country codes, sort codes)
+keeps them out of its source, in JSON Lines files beside it (:func:`data_files`): alembic
+imports every revision file on every command, so rows in the source would cost every
+command forever, and ``op.bulk_insert`` sends a statement's worth of Python per row. Those
+revisions send each file's rows in a few set-based statements (``json_to_recordset``),
+at about the speed of COPY, and freeze each file's SHA-256 in the source, so that the
+revision lock covers the rows too.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -34,6 +45,11 @@ from seed_data.refdata.diff import TableDiff
 from seed_data.refdata.tables import RefColumn, RefTable
 
 LINE_LENGTH = 100
+# Rows (added, removed, changed or parked, all tables) a revision lists in its source; above
+# this, they go into data files. Large enough for every hand-sized catalogue change.
+INLINE_ROWS = 100
+# Rows a statement of a data-file revision sends: bounded work per statement, whatever the size.
+ROWS_PER_STATEMENT = 5000
 INDENT = "    "
 # Non-ASCII characters written as they are; others become \N{...} escapes, so that ruff's
 # ambiguous-character rules (RUF001: a curly quote, a dash, a no-break space) stay quiet.
@@ -64,10 +80,87 @@ def _update(
 DELETE_HELPER = '''
 def _delete(direction: str, table: sa.TableClause, key: str, rows: list[dict[str, object]]) -> None:
     """Delete these rows by key, once the guard has confirmed nothing still uses them."""
-    keys = [row[key] for row in rows]
-    guard = sa.func.refdata_assert_unreferenced_during(direction, table.name, key, *keys)
-    op.execute(sa.select(guard))
-    op.execute(table.delete().where(table.c[key].in_(keys)))
+    _delete_keys(direction, table, key, [str(row[key]) for row in rows])
+'''
+
+# Keys travel as one array: PostgreSQL takes at most 100 function arguments.
+DELETE_KEYS_HELPER = '''
+def _delete_keys(direction: str, table: sa.TableClause, key: str, keys: list[str]) -> None:
+    """Delete rows by key, once the guard has confirmed nothing still uses any of them."""
+    array = sa.bindparam("keys", keys, type_=postgresql.ARRAY(sa.Text))
+    guard = sa.text(
+        "SELECT refdata_assert_unreferenced_during(:direction, :table, :key, VARIADIC :keys)"
+    )
+    op.execute(guard.bindparams(array, direction=direction, table=table.name, key=key))
+    op.execute(table.delete().where(table.c[key] == sa.any_(array)))
+'''
+
+# A data-file revision's helpers: the rows are read (and their digests checked) only when
+# the revision runs, never when alembic imports it.
+DATA_FILE_HELPERS = '''
+def _rows(name: str) -> list[str]:
+    """The file's rows, one JSON object a line, once its digest is the one frozen above."""
+    path = ROWS / name
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise CommandError(
+            f"{path}: cannot read this revision's rows ({error.strerror}): restore it from git"
+        ) from None
+    if hashlib.sha256(data).hexdigest() != DIGESTS[name]:
+        raise CommandError(
+            f"{path} is not the file this revision was written with (its SHA-256 differs): "
+            "restore it from git; a released revision's rows never change"
+        )
+    return data.decode("utf-8").splitlines()
+
+
+def _batches(name: str) -> Iterator[str]:
+    """The file's rows as JSON arrays of at most ROWS_PER_STATEMENT rows."""
+    lines = _rows(name)
+    for start in range(0, len(lines), ROWS_PER_STATEMENT):
+        yield "[" + ",".join(lines[start : start + ROWS_PER_STATEMENT]) + "]"
+
+
+def _recordset(batch: str, *columns: sa.ColumnClause) -> sa.TableValuedAlias:
+    """``json_to_recordset(batch) AS r(column type, ...)``: a batch's rows as a table."""
+    rows = sa.func.json_to_recordset(sa.cast(sa.literal(batch, sa.Text), sa.JSON))
+    return rows.table_valued(*columns).render_derived("r", with_types=True)
+'''
+
+ROW_FILE_HELPERS = '''
+def _insert(table: sa.TableClause, name: str) -> None:
+    """Insert the file's rows."""
+    names = [column.name for column in table.columns]
+    for batch in _batches(name):
+        rows = _recordset(batch, *(sa.column(c.name, c.type) for c in table.columns))
+        op.execute(table.insert().from_select(names, sa.select(*rows.c)))
+
+
+def _delete(direction: str, table: sa.TableClause, key: str, name: str) -> None:
+    """Delete the file's rows by key, once the guard has confirmed nothing still uses them."""
+    _delete_keys(direction, table, key, [json.loads(line)[key] for line in _rows(name)])
+'''
+
+UPDATE_FILE_HELPER = '''
+def _update(table: sa.TableClause, key: str, name: str, side: str) -> None:
+    """Set each row's fields (found by key) to their values on one side of this revision;
+    fields a row does not list keep their value."""
+    for batch in _batches(name):
+        rows = _recordset(batch, sa.column("key", sa.Text), sa.column(side, postgresql.JSONB))
+        fields = rows.c[side]
+        values = {
+            column.name: sa.case(
+                (fields.has_key(column.name), sa.cast(fields[column.name].astext, column.type)),
+                else_=column,
+            )
+            for column in table.columns
+            if column.name != key
+        }
+        empty = sa.cast(sa.literal("{}", sa.Text), postgresql.JSONB)
+        op.execute(
+            table.update().values(values).where(table.c[key] == rows.c.key, fields != empty)
+        )
 '''
 
 
@@ -149,8 +242,31 @@ def _placeholder(key: str, column: RefColumn, taken: set[Any]) -> str:
     return next(c for c in candidates if (length is None or len(c) <= length) and c not in taken)
 
 
-def render(revision: Revision, plans: list[TablePlan]) -> str:
-    """The whole migration module as source text, formatted as ruff would format it."""
+@dataclass(frozen=True)
+class Rendered:
+    """A generated revision: its source, and its data files (name -> text; none inline)."""
+
+    source: str
+    data: dict[str, str] = field(default_factory=dict)
+
+
+def carried_rows(plans: list[TablePlan]) -> int:
+    """The rows a revision carries: added, removed, changed and parked, in every table."""
+    return sum(
+        len(p.diff.added) + len(p.diff.removed) + len(p.diff.changed) + len(p.parked) for p in plans
+    )
+
+
+def render(revision: Revision, plans: list[TablePlan], data_dir: str) -> Rendered:
+    """The whole migration module as source text, formatted as ruff would format it, with
+    its rows inline or, above :data:`INLINE_ROWS`, in data files for ``data_dir``."""
+    if carried_rows(plans) <= INLINE_ROWS:
+        return Rendered(_render_inline(revision, plans))
+    data = data_files(plans)
+    return Rendered(_render_with_files(revision, plans, data, data_dir), data)
+
+
+def _render_inline(revision: Revision, plans: list[TablePlan]) -> str:
     uses_jsonb = any(isinstance(c.type, JSONB) for p in plans for c in _columns(p))
     constants = "\n\n".join(block for p in plans for block in _constants(p))
     uses_update = any(p.diff.changed or p.parked for p in plans)
@@ -162,29 +278,171 @@ def render(revision: Revision, plans: list[TablePlan]) -> str:
         "",
         "import sqlalchemy as sa",
         "from alembic import op",
-        *(["from sqlalchemy.dialects import postgresql"] if uses_jsonb else []),
-    ]
-    identifiers = [
-        f"revision: str = {string(revision.revision)}",
-        f"down_revision: str | Sequence[str] | None = {string(revision.down_revision)}",
-        "branch_labels: str | Sequence[str] | None = None",
-        "depends_on: str | Sequence[str] | None = None",
-        "",
-        "BEFORE, AFTER = 0, 1  # the two sides of CHANGED_* and PARKED_* entries",
+        *(["from sqlalchemy.dialects import postgresql"] if uses_jsonb or uses_delete else []),
     ]
     sections = [
-        "\n\n".join([_header(revision), "\n".join(imports), "\n".join(identifiers)]),
+        "\n\n".join(
+            [
+                _header(revision),
+                "\n".join(imports),
+                _identifiers(
+                    revision,
+                    "BEFORE, AFTER = 0, 1  # the two sides of CHANGED_* and PARKED_* entries",
+                ),
+            ]
+        ),
         *([JSONB_LIST.strip()] if uses_jsonb else []),
-        "\n".join(_table(p) for p in plans) + "\n\n" + constants,
-        _function("upgrade", f"Apply {revision.message}.", _steps(plans, "upgrade")),
-        _function("downgrade", f"Unapply {revision.message}.", _steps(plans, "downgrade")),
+        "\n".join(_table(p, "JSONBList") for p in plans) + "\n\n" + constants,
+        *_functions(revision, plans, _inline_argument, "op.bulk_insert"),
         *([UPDATE_HELPER.strip()] if uses_update else []),
-        *([DELETE_HELPER.strip()] if uses_delete else []),
+        *([DELETE_HELPER.strip(), DELETE_KEYS_HELPER.strip()] if uses_delete else []),
     ]
     return "\n\n\n".join(sections) + "\n"
 
 
-def _header(revision: Revision) -> str:
+def _render_with_files(
+    revision: Revision, plans: list[TablePlan], data: dict[str, str], data_dir: str
+) -> str:
+    uses_update = any(p.diff.changed or p.parked for p in plans)
+    uses_rows = any(p.diff.added or p.diff.removed for p in plans)
+    imports = [
+        "import hashlib",
+        *(["import json"] if uses_rows else []),
+        "from collections.abc import Iterator, Sequence",
+        "from pathlib import Path",
+        "",
+        "import sqlalchemy as sa",
+        "from alembic import op",
+        "from alembic.util import CommandError",
+        "from sqlalchemy.dialects import postgresql",
+    ]
+    digests = {
+        name: hashlib.sha256(text.encode("utf-8")).hexdigest() for name, text in data.items()
+    }
+    constants = "\n".join(
+        [
+            "# This revision's rows, one JSON object a line, are in the directory named like this",
+            "# file; their SHA-256 digests are frozen here, so the revision lock covers them too.",
+            'ROWS = Path(__file__).with_suffix("")',
+            f"DIGESTS = {literal(digests)}",
+            f"ROWS_PER_STATEMENT = {ROWS_PER_STATEMENT}",
+        ]
+    )
+    files = "".join(f"  {name} ({text.count(chr(10)):,} rows)\n" for name, text in data.items())
+    sections = [
+        "\n\n".join(
+            [
+                _header(
+                    revision,
+                    f"Its rows are in the directory beside it, {data_dir}/, one JSON object a\n"
+                    f"line (too many to list here):\n{files}",
+                ),
+                "\n".join(imports),
+                _identifiers(
+                    revision,
+                    'BEFORE, AFTER = "before", "after"  # the sides of *.changed and *.parked rows',
+                ),
+                constants,
+            ]
+        ),
+        "\n".join(_table(p, "postgresql.JSONB") for p in plans),
+        *_functions(revision, plans, _file_argument, "_insert"),
+        DATA_FILE_HELPERS.strip(),
+        *([ROW_FILE_HELPERS.strip(), DELETE_KEYS_HELPER.strip()] if uses_rows else []),
+        *([UPDATE_FILE_HELPER.strip()] if uses_update else []),
+    ]
+    return "\n\n\n".join(sections) + "\n"
+
+
+def _identifiers(revision: Revision, sides: str) -> str:
+    return "\n".join(
+        [
+            f"revision: str = {string(revision.revision)}",
+            f"down_revision: str | Sequence[str] | None = {string(revision.down_revision)}",
+            "branch_labels: str | Sequence[str] | None = None",
+            "depends_on: str | Sequence[str] | None = None",
+            "",
+            sides,
+        ]
+    )
+
+
+def _functions(
+    revision: Revision,
+    plans: list[TablePlan],
+    argument: Callable[[TablePlan, str], str],
+    insert: str,
+) -> list[str]:
+    return [
+        _function(
+            "upgrade", f"Apply {revision.message}.", _steps(plans, "upgrade", argument, insert)
+        ),
+        _function(
+            "downgrade",
+            f"Unapply {revision.message}.",
+            _steps(plans, "downgrade", argument, insert),
+        ),
+    ]
+
+
+DATA_SUFFIXES = {"PARKED": "parked", "NEW": "added", "REMOVED": "removed", "CHANGED": "changed"}
+
+
+def _inline_argument(p: TablePlan, kind: str) -> str:
+    """The constant holding one kind of a table's rows."""
+    return _name(p, kind)
+
+
+def _file_argument(p: TablePlan, kind: str) -> str:
+    """The data file holding one kind of a table's rows."""
+    return string(data_file_name(p.table.name, kind))
+
+
+def data_file_name(table: str, kind: str) -> str:
+    return f"{table}.{DATA_SUFFIXES[kind]}.jsonl"
+
+
+def data_files(plans: list[TablePlan]) -> dict[str, str]:
+    """name -> text of each data file: full rows for added and removed ones, and
+    ``{"key": ..., "before": {...}, "after": {...}}`` for changed and parked ones."""
+    files: dict[str, list[object]] = {}
+    for p in plans:
+        kinds: dict[str, list[object]] = {
+            "PARKED": _sides(p.parked),
+            "NEW": list(p.diff.added),
+            "REMOVED": list(p.diff.removed),
+            "CHANGED": _sides(p.diff.changed),
+        }
+        files |= {data_file_name(p.table.name, k): rows for k, rows in kinds.items() if rows}
+    return {name: "".join(json_text(row) + "\n" for row in rows) for name, rows in files.items()}
+
+
+def _sides(rows: dict[str, tuple[Row, Row]]) -> list[object]:
+    return [{"key": key, "before": before, "after": after} for key, (before, after) in rows.items()]
+
+
+def json_text(value: object) -> str:
+    """A value as JSON on one line: decimals exact, and characters a reviewer could misread
+    (a no-break space, a curly quote) as \\u escapes, as the Python source writes them."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json_text(k)}: {json_text(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(json_text(item) for item in value) + "]"
+    if isinstance(value, str):
+        text = json.dumps(value, ensure_ascii=False)
+        if text.isascii():
+            return text
+        return "".join(
+            c if c.isascii() or _literal_non_ascii(c) else json.dumps(c)[1:-1] for c in text
+        )
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if value is None or isinstance(value, bool | int):
+        return json.dumps(value)
+    raise TypeError(f"cannot freeze {type(value).__name__} values into a migration")
+
+
+def _header(revision: Revision, rows: str = "") -> str:
     """The module docstring: alembic's usual header, then what wrote the file."""
     return (
         f'"""{docstring_text(revision.message)}\n\n'
@@ -194,7 +452,8 @@ def _header(revision: Revision) -> str:
         "Generated by `scripts/refdata.py revision` from the declared reference files (head's\n"
         "reference rows -> the declared ones), and proved on a scratch database before it was\n"
         "written: upgrade, downgrade and upgrade again, online and through `--sql`.\n"
-        '"""'
+        + (f"\n{rows}" if rows else "")
+        + '"""'
     )
 
 
@@ -202,7 +461,12 @@ def _function(name: str, doc: str, steps: list[str]) -> str:
     return "\n".join([f"def {name}() -> None:", f'{INDENT}"""{docstring_text(doc)}"""', *steps])
 
 
-def _steps(plans: list[TablePlan], direction: str) -> list[str]:
+def _steps(
+    plans: list[TablePlan],
+    direction: str,
+    argument: Callable[[TablePlan, str], str],
+    insert: str,
+) -> list[str]:
     """Park, insert (parents first), update, delete (children first): see the module doc."""
     upgrading = direction == "upgrade"
     side = "AFTER" if upgrading else "BEFORE"
@@ -210,19 +474,15 @@ def _steps(plans: list[TablePlan], direction: str) -> list[str]:
     rows = {"NEW": lambda p: p.diff.added, "REMOVED": lambda p: p.diff.removed}
     parked = (lambda p: p.parked_on_upgrade) if upgrading else (lambda p: p.parked_on_downgrade)
     return [
-        *(_call("_update", *_target(p), _name(p, "PARKED"), side) for p in plans if parked(p)),
+        *(_call("_update", *_target(p), argument(p, "PARKED"), side) for p in plans if parked(p)),
+        *(_call(insert, p.table.name, argument(p, inserted)) for p in plans if rows[inserted](p)),
         *(
-            _call("op.bulk_insert", p.table.name, _name(p, inserted))
-            for p in plans
-            if rows[inserted](p)
-        ),
-        *(
-            _call("_update", *_target(p), _name(p, "CHANGED"), side)
+            _call("_update", *_target(p), argument(p, "CHANGED"), side)
             for p in plans
             if p.diff.changed
         ),
         *(
-            _call("_delete", string(direction), *_target(p), _name(p, deleted))
+            _call("_delete", string(direction), *_target(p), argument(p, deleted))
             for p in reversed(plans)
             if rows[deleted](p)
         ),
@@ -259,15 +519,17 @@ def _columns(p: TablePlan) -> list[RefColumn]:
     return [c for c in diff.table.columns if c.name == diff.table.key or c.name in touched]
 
 
-def _table(p: TablePlan) -> str:
-    columns = "".join(f"{INDENT}sa.column({string(c.name)}, {_type(c)}),\n" for c in _columns(p))
+def _table(p: TablePlan, jsonb: str) -> str:
+    columns = "".join(
+        f"{INDENT}sa.column({string(c.name)}, {_type(c, jsonb)}),\n" for c in _columns(p)
+    )
     return f"{p.table.name} = sa.table(\n{INDENT}{string(p.table.name)},\n{columns})"
 
 
-def _type(column: RefColumn) -> str:
+def _type(column: RefColumn, jsonb: str) -> str:
     kind = column.type
     if isinstance(kind, JSONB):
-        return "JSONBList"
+        return jsonb
     if isinstance(kind, sa.Boolean):
         return "sa.Boolean"
     if isinstance(kind, sa.Numeric):

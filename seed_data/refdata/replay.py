@@ -1,12 +1,19 @@
 """The history replayed one revision at a time in a scratch database, and what each step did
 to the reference rows: hand-written revisions count as well as generated ones, because the
-rows are read from the database after every step, not from the revision files."""
+rows are read from the database after every step, not from the revision files.
+
+The whole replay is one ``alembic upgrade``: the rows are read inside each step's own
+transaction (env.py's ``on_version_apply`` hook), so a step costs what the revision does
+plus one read, not an alembic run of its own. A caller that needs one row reads one row.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 import sqlalchemy as sa
 from alembic.config import Config
@@ -15,6 +22,8 @@ from alembic.script import Script
 from seed_data.refdata.declared import Row, Rows
 from seed_data.refdata.state import migrate_scratch, read_rows
 from seed_data.refdata.tables import RefTable
+
+Reader = Callable[[sa.Connection], dict[str, Rows]]
 
 ADDED, CHANGED, REMOVED = "added", "changed", "removed"
 
@@ -71,20 +80,58 @@ class Step:
 
 def rows_now(engine: sa.Engine, tables: Sequence[RefTable]) -> dict[str, Rows]:
     with engine.connect() as conn:
-        return read_rows(conn, tuple(tables), as_they_are=True)
+        return all_rows(tables)(conn)
+
+
+def all_rows(tables: Sequence[RefTable]) -> Reader:
+    """Reads every row of ``tables``, as a database at any revision has them."""
+    return lambda conn: read_rows(conn, tuple(tables), as_they_are=True)
+
+
+def one_row(table: RefTable, key: str) -> Reader:
+    """Reads the row of ``table`` with this key (the table may not exist yet), with the
+    columns the table has at that revision."""
+
+    def read(conn: sa.Connection) -> dict[str, Rows]:
+        if conn.scalar(sa.select(sa.func.to_regclass(table.name))) is None:
+            return {table.name: {}}
+        found = sa.table(table.name, sa.column(table.key)).alias("t")
+        text = conn.scalar(
+            sa.select(sa.func.to_jsonb(sa.literal_column("t")).cast(sa.Text))
+            .select_from(found)
+            .where(found.c[table.key] == key)
+        )
+        if text is None:
+            return {table.name: {}}
+        row = json.loads(text, parse_float=Decimal)
+        return {table.name: {key: {n: row[n] for n in table.column_names if n in row}}}
+
+    return read
 
 
 def replay(
-    engine: sa.Engine, config: Config, revisions: Sequence[Script], tables: Sequence[RefTable]
-) -> Iterator[Step]:
-    """Upgrade the scratch database one revision at a time, reading ``tables`` after each."""
-    before = rows_now(engine, tables)
-    for script in revisions:
-        doing = f"cannot replay revision {script.revision} on a scratch database"
-        migrate_scratch(engine, config, script.revision, doing)
-        after = rows_now(engine, tables)
-        yield Step(script, before, after)
+    engine: sa.Engine, config: Config, revisions: Sequence[Script], read: Reader
+) -> list[Step]:
+    """Upgrade the scratch database through ``revisions`` in one run, calling ``read``
+    before the first and inside each step's transaction, after the step."""
+    if not revisions:
+        return []
+    with engine.connect() as conn:
+        before = read(conn)
+    reads: list[tuple[str, dict[str, Rows]]] = []
+
+    def after_step(*, ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
+        if step.is_upgrade and not step.is_stamp:
+            reads.append((step.up_revision_id, read(ctx.connection)))
+
+    doing = "cannot replay the history on a scratch database"
+    migrate_scratch(engine, config, revisions[-1].revision, doing, on_step=after_step)
+    scripts = {script.revision: script for script in revisions}
+    steps = []
+    for revision, after in reads:
+        steps.append(Step(scripts[revision], before, after))
         before = after
+    return steps
 
 
 def value_text(value: object) -> str:

@@ -17,7 +17,7 @@ import io
 import re
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg2
@@ -41,15 +41,21 @@ SHOWN_ROWS = 3
 
 @dataclass(frozen=True)
 class Candidate:
-    """A generated revision, written only in the temporary copy of the script directory."""
+    """A generated revision, written only in the temporary copy of the script directory:
+    its source, and its data files (name -> text) for the directory named like it."""
 
     path: Path
     revision: Revision
     source: str
+    data: dict[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
         return self.path.name
+
+    @property
+    def data_dir(self) -> str:
+        return self.path.stem
 
 
 def _copy_of_scripts(config: Config, workdir: Path) -> Config:
@@ -74,9 +80,13 @@ def build(config: Config, workdir: Path, message: str, plans: list[TablePlan]) -
     assert created is not None
     path = Path(created.path)
     revision = Revision(created.revision, head, create_date(created, precise=True) or "", message)
-    source = render(revision, plans)
-    path.write_text(source, encoding="utf-8")
-    return Candidate(path, revision, source)
+    rendered = render(revision, plans, path.stem)
+    path.write_text(rendered.source, encoding="utf-8")
+    if rendered.data:
+        path.with_suffix("").mkdir()
+        for name, text in rendered.data.items():
+            (path.with_suffix("") / name).write_text(text, encoding="utf-8")
+    return Candidate(path, revision, rendered.source, rendered.data)
 
 
 def build_merge(
@@ -220,10 +230,27 @@ def _involved(
     return (", ".join(places[:SHOWN_ROWS]) + more) or "the revision's rows"
 
 
-def write(versions: Path, candidate: Candidate) -> Path:
-    """Put the proved file in place atomically (never a half-written revision)."""
+def write_files(versions: Path, candidate: Candidate) -> Path:
+    """Put the revision's data files, then the revision itself, in place atomically (never
+    a half-written file; the revision, which alembic loads, comes last). If any of it fails,
+    what was written is taken away again."""
     path = versions / candidate.name
-    if path.exists():
+    data_dir = versions / candidate.data_dir
+    if path.exists() or (candidate.data and data_dir.exists()):
         raise BadInput(f"{path} already exists: nothing was written")
-    write_atomically(path, candidate.source)
+    try:
+        if candidate.data:
+            data_dir.mkdir()
+            for name, text in candidate.data.items():
+                write_atomically(data_dir / name, text)
+        write_atomically(path, candidate.source)
+    except BaseException:
+        remove_revision_files(path)
+        raise
     return path
+
+
+def remove_revision_files(path: Path) -> None:
+    """A revision file and its data directory, if it has one."""
+    path.unlink(missing_ok=True)
+    shutil.rmtree(path.with_suffix(""), ignore_errors=True)

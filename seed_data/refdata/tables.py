@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from seed_data.models import REFERENCE_TABLES, Base
+from seed_data.refdata.errors import BadInput
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,15 @@ def reference_tables() -> tuple[RefTable, ...]:
 
 
 def _describe(table: sa.Table) -> RefTable:
-    (key,) = table.primary_key.columns
+    keys = list(table.primary_key.columns)
+    if len(keys) != 1 or not isinstance(keys[0].type, sa.String):
+        shown = ", ".join(f"{c.name} {c.type}" for c in keys) or "none"
+        raise BadInput(
+            f"seed_data/models.py: {table.name} is marked as reference data, but its primary "
+            f"key is ({shown}): a reference table is keyed by one text column, its natural "
+            "key (code, slug); see docs/reference-data.md#adding-a-reference-table"
+        )
+    (key,) = keys
     columns = []
     for column in table.columns:
         targets = {fk.column.table.name for fk in column.foreign_keys}
