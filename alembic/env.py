@@ -41,7 +41,7 @@ from seed_data.db import (
     database_url,
     redact,
 )
-from seed_data.db_errors import QUERY_CANCELED, classify, first_line, sqlstate
+from seed_data.db_errors import QUERY_CANCELED, classify, first_line, shorten_in_use, sqlstate
 from seed_data.lock_discipline import (
     RETRIED_SQLSTATES,
     BlockerWatch,
@@ -54,6 +54,7 @@ from seed_data.lock_discipline import (
 )
 from seed_data.migration_history import CALLERS_TRANSACTION, ONLINE, SQL_SCRIPT, Recorder
 from seed_data.models import Base
+from seed_data.refdata.heads import ambiguous_downgrade
 
 config = context.config
 target_metadata = Base.metadata
@@ -161,7 +162,7 @@ def failure(
     if sqlstate(error) == REFERENCE_ROW_IN_USE:
         # The guard's message already names the table, keys and referencing rows.
         diag = error.orig.diag
-        return CommandError(f"{diag.message_primary}\n{diag.message_hint}")
+        return CommandError(f"{shorten_in_use(diag.message_primary)}\n{diag.message_hint}")
     known = classify(error, url)
     if known is not None:
         said = known.message
@@ -176,7 +177,14 @@ def failure(
 
 def run_steps() -> None:
     with context.begin_transaction():
-        context.run_migrations()
+        try:
+            context.run_migrations()
+        except CommandError as error:
+            if str(error) != "Ambiguous walk":
+                raise
+            current = context.get_context().get_current_heads()
+            advice = ambiguous_downgrade(context.script, current)
+            raise CommandError(advice or str(error)) from None
 
 
 def run_in_callers_transaction(connection: Connection, settings: LockSettings) -> None:

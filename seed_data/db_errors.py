@@ -14,6 +14,7 @@ again, normally succeeds.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import psycopg2
@@ -71,6 +72,24 @@ def first_line(error: BaseException, url: URL | None = None) -> str:
     text = getattr(diag, "message_primary", None) or str(orig) or type(orig).__name__
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return scrub(lines[0] if lines else type(orig).__name__, url)
+
+
+SHOWN_KEYS = 10
+_IN_USE_KEYS = re.compile(r"(?P<head> reference )(?P<keys>[^;)]*)")
+
+
+def shorten_in_use(message: str) -> str:
+    """The in-use guard's message with each list of keys cut to its first ten: a revision
+    deleting 20,000 rows must still fail in one readable line."""
+
+    def shorter(match: re.Match[str]) -> str:
+        keys = match["keys"].split(", ")
+        if len(keys) <= SHOWN_KEYS:
+            return match[0]
+        more = len(keys) - SHOWN_KEYS
+        return f"{match['head']}{', '.join(keys[:SHOWN_KEYS])} and {more:,} more"
+
+    return _IN_USE_KEYS.sub(shorter, message)
 
 
 def is_retryable(error: BaseException) -> bool:

@@ -125,7 +125,10 @@ def apply_generated_revision(workspace: Workspace, engine: sa.Engine) -> tuple[P
     Rows are compared without migration_history, which each step appends to: it must end
     with one row per step, each with the generated file's checksum.
     """
-    (generated,) = workspace.new_revision_files()
+    head = ScriptDirectory.from_config(workspace.config()).get_revision("head")
+    assert head is not None and head.path is not None
+    generated = Path(head.path)
+    assert generated in workspace.new_revision_files(), "head must be the generated revision"
     assert read_lock(workspace.root / "alembic")[generated.name], "not recorded in the lock"
     config = workspace.config(engine)
     with engine.connect() as conn:

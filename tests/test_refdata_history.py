@@ -214,7 +214,7 @@ def test_conflicting_heads_are_reported_row_by_row_and_never_merged(
     assert result.code == 1
     assert "no merge revision was written" in one_line(result.err)
     report = result.out
-    assert "change the same reference rows since their common ancestor" in report
+    assert "change the same fields of reference rows since their common ancestor" in report
     assert "  products tracker_mortgage\n" in report
     for head, value in ((cut, "4.49"), (rise, "4.99")):
         assert f"    head {head}, in revision {head} (" in report
@@ -267,9 +267,9 @@ def test_disjoint_heads_give_the_same_rows_in_either_order_and_merge(
     result = workspace.refdata("check")
     assert result.code == 1
     assert result.out.endswith(
-        f"that change different reference rows since their common ancestor {HISTORY_REVISION},"
-        " and give the same rows in either order: safe to merge: run `refdata.py merge -m"
-        " MSG`\n"
+        f"that change different reference rows or fields since their common ancestor"
+        f" {HISTORY_REVISION}, and give the same rows in either order: safe to merge: run"
+        " `refdata.py merge -m MSG`\n"
     )
     result = workspace.refdata("revision", "-m", "on which head?")
     assert result.code == 2 and "Run `refdata.py merge -m MSG`" in one_line(result.err)
@@ -308,7 +308,8 @@ def test_revisions_two_heads_share_are_no_conflict_between_them() -> None:
 
     def changed(head: str, key: str, *by: str) -> HeadChange:
         change = RowChange("products", key, {"interest_rate": 1}, {"interest_rate": 2})
-        return HeadChange(head, None, change, frozenset(by))  # type: ignore[arg-type]
+        touched = {"interest_rate": frozenset(by)}
+        return HeadChange(head, None, change, touched)  # type: ignore[arg-type]
 
     report.changes = {
         "a": {

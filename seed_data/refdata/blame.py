@@ -15,6 +15,7 @@ from sqlalchemy.engine import URL
 from seed_data.db import redact
 from seed_data.migration_history import HISTORY_REVISION, HISTORY_TABLE
 from seed_data.refdata.applied import Applied, applied_revisions, read_history
+from seed_data.refdata.diff import key_text
 from seed_data.refdata.errors import BadInput
 from seed_data.refdata.heads import create_date, upgrade_path
 from seed_data.refdata.live import known_revisions, read_only
@@ -91,7 +92,7 @@ def live_view(url: URL, script: ScriptDirectory) -> LiveView:
 
 def render_text(table: RefTable, key: str, entries: list[Entry], live: LiveView | None) -> str:
     lines = [
-        f"{table.name} {key}: {len(entries)} revision(s) changed it, oldest first (replayed "
+        f"{table.name} {key_text(key)}: {len(entries)} revision(s) changed it, oldest first (replayed "
         "on a scratch database)"
     ]
     if live is not None and live.history is None:

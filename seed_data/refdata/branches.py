@@ -3,8 +3,10 @@ database applies them matter?
 
 Each head is replayed, one revision at a time, from the heads' common ancestor (the merge
 base) in a copy of a scratch database at that ancestor; what each head changed is compared
-per row (table and key). A row two heads change is a conflict: the value a database ends
-with would depend on which head it applied first. Each copy then applies the other heads
+per field (table, key and column). A field two heads change is a conflict: the value a
+database ends with would depend on which head it applied first. Two heads that change
+different fields of one row are not (each revision updates only the fields it changes); a
+row one head adds or removes conflicts with any change to it on another. Each copy then applies the other heads
 too, so every head is applied first once: if the final rows differ (a hand-written
 revision that updates every product, and another that adds one), that is a conflict as
 well, even though no row is changed on two heads.
@@ -21,6 +23,7 @@ from alembic.script import Script, ScriptDirectory
 from sqlalchemy.engine import URL
 
 from seed_data.refdata.declared import Rows
+from seed_data.refdata.diff import key_text
 from seed_data.refdata.files import shown
 from seed_data.refdata.heads import lineage, merge_base, upgrade_path
 from seed_data.refdata.replay import (
@@ -45,13 +48,14 @@ RESOLVE = (
 
 @dataclass(frozen=True)
 class HeadChange:
-    """A row one head changed since the common ancestor: the net change, every revision on
-    the way that touched it, and the last of them."""
+    """A row one head changed since the common ancestor: the net change, the last revision
+    on the way that touched it, and, per field, every revision that changed that field (an
+    added or removed row: every field)."""
 
     head: str
     script: Script
     change: RowChange
-    touched_by: frozenset[str]
+    touched_by: dict[str, frozenset[str]]
 
 
 @dataclass
@@ -84,9 +88,11 @@ class HeadsReport:
         return conflicts
 
     def _clash(self, a: HeadChange, b: HeadChange) -> bool:
-        """Each head touched the row in a revision the other head does not have."""
-        return a.head != b.head and bool(
-            a.touched_by - self.lineages[b.head] and b.touched_by - self.lineages[a.head]
+        """Each head changed a field of the row in a revision the other head does not have."""
+        return a.head != b.head and any(
+            revisions - self.lineages[b.head]
+            and b.touched_by.get(name, frozenset()) - self.lineages[a.head]
+            for name, revisions in a.touched_by.items()
         )
 
     def problems(self, versions: Path) -> list[str]:
@@ -94,12 +100,12 @@ class HeadsReport:
         listed = ", ".join(self.heads)
         if conflicts := self.conflicts():
             lines = [
-                f"the heads {listed} change the same reference rows since their common "
+                f"the heads {listed} change the same fields of reference rows since their common "
                 f"ancestor {self.base}, so the rows a database ends with depend on the head it "
                 f"applies first. {RESOLVE}:"
             ]
             for changes in conflicts:
-                lines.append(f"  {changes[0].change.table} {changes[0].change.key}")
+                lines.append(f"  {changes[0].change.table} {key_text(changes[0].change.key)}")
                 for head_change in changes:
                     name = Path(head_change.script.path).name
                     lines.append(
@@ -116,8 +122,8 @@ class HeadsReport:
             ]
         return [
             f"{shown(versions)} has {len(self.heads)} heads ({listed}) that change different "
-            f"reference rows since their common ancestor {self.base}, and give the same rows "
-            "in either order: safe to merge: run `refdata.py merge -m MSG`"
+            f"reference rows or fields since their common ancestor {self.base}, and give the "
+            "same rows in either order: safe to merge: run `refdata.py merge -m MSG`"
         ]
 
     @property
@@ -154,17 +160,21 @@ def _changes(
     base_rows: dict[str, Rows],
 ) -> dict[tuple[str, str], HeadChange]:
     tables = reference_tables()
-    touched: dict[tuple[str, str], list[Script]] = {}
+    last: dict[tuple[str, str], Script] = {}
+    fields: dict[tuple[str, str], dict[str, set[str]]] = {}
     for step in replay(engine, config, upgrade_path(script, base, head), all_rows(tables)):
         for change in step.changes(tables):
-            touched.setdefault((change.table, change.key), []).append(step.script)
+            row = (change.table, change.key)
+            last[row] = step.script
+            for name in change.fields():
+                fields.setdefault(row, {}).setdefault(name, set()).add(step.script.revision)
     net = row_changes(tables, base_rows, rows_now(engine, tables))
     return {
         (c.table, c.key): HeadChange(
             head,
-            touched[(c.table, c.key)][-1],
+            last[(c.table, c.key)],
             c,
-            frozenset(s.revision for s in touched[(c.table, c.key)]),
+            {name: frozenset(revs) for name, revs in fields[(c.table, c.key)].items()},
         )
         for c in net
     }

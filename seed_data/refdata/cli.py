@@ -55,7 +55,7 @@ from seed_data.refdata.declared import (
     Rows,
     load_declared,
 )
-from seed_data.refdata.diff import describe, diff_all
+from seed_data.refdata.diff import SHOWN_ROWS, describe, diff_all, key_text
 from seed_data.refdata.errors import BadInput
 from seed_data.refdata.files import one_writer, shown
 from seed_data.refdata.heads import load_script, single_head
@@ -73,7 +73,7 @@ from seed_data.refdata.revision import (
 from seed_data.refdata.rules import rule_problems
 from seed_data.refdata.signals import Interrupted, stop_signals_deferred, stop_signals_raise
 from seed_data.refdata.state import read_rows, scratch_database
-from seed_data.refdata.tables import RefTable, reference_tables
+from seed_data.refdata.tables import RefTable, missing_at_head, reference_tables, referenced
 
 EXIT_OK, EXIT_DRIFT, EXIT_BAD_INPUT = 0, 1, 2
 SHOWN_PROBLEMS = 40
@@ -239,8 +239,17 @@ def _check(args: argparse.Namespace, config: Config, location: Path) -> int:
     declared = load_declared(args.reference_dir)
     problems += _enum_drift(declared)
     tables = reference_tables()
-    with scratch_database(_scratch_server(args), config) as engine:
-        head_rows = _head_rows(engine, declared)
+    try:
+        with scratch_database(_scratch_server(args), config) as engine:
+            head_rows = _head_rows(engine, declared)
+    except BadInput as error:
+        if not problems:
+            raise
+        # An edited revision (or data file) can be what makes head unreachable: that is
+        # the drift to report; the comparison has to wait for it to be fixed.
+        problems.append(f"the declared files were not compared with head: {error}")
+        print("\n\n".join(f"DRIFT: {p}" for p in problems))
+        return EXIT_DRIFT
     if diffs := diff_all(tables, head_rows, declared):
         problems.append(
             "the declared files differ from the migrations' head; run "
@@ -378,6 +387,9 @@ def _write_revision(args: argparse.Namespace, config: Config, location: Path, me
 def _head_rows(engine: sa.Engine, declared: Declared) -> dict[str, Rows]:
     """Head's reference rows, once the database has accepted every declared row."""
     tables = reference_tables()
+    with engine.connect() as conn:
+        if missing := missing_at_head(conn, tables):
+            raise BadInput(missing)
     if problems := rule_problems(engine, tables, declared):
         raise DeclarationError(problems)
     with engine.connect() as conn:
@@ -394,10 +406,13 @@ def _message(raw: str) -> str:
 
 
 def _removal_notes(plans: list[TablePlan]) -> list[str]:
+    """For rows deleted from a table other tables refer to: they may still be in use."""
     notes = []
     for p in plans:
-        if p.diff.removed:
-            keys = ", ".join(row[p.table.key] for row in p.diff.removed)
+        if p.diff.removed and referenced(p.table.name):
+            shown_keys = [key_text(row[p.table.key]) for row in p.diff.removed[:SHOWN_ROWS]]
+            more = len(p.diff.removed) - len(shown_keys)
+            keys = ", ".join(shown_keys) + (f" and {more:,} more" if more else "")
             retire = (
                 " If they may still be in use, retire them instead (is_active: false)."
                 if p.table.can_retire

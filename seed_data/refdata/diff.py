@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from seed_data.refdata.declared import Row, Rows
 from seed_data.refdata.tables import RefTable
 
+SHOWN_ROWS = 20
+
 
 @dataclass
 class TableDiff:
@@ -45,18 +47,42 @@ def diff_all(
 
 
 def describe(diffs: list[TableDiff], before: str, after: str) -> str:
-    """A readable report: ``+`` rows to add, ``-`` rows to remove, ``~`` fields to change."""
+    """A readable report: ``+`` rows to add, ``-`` rows to remove, ``~`` fields to change,
+    the first :data:`SHOWN_ROWS` of each kind per table (the revision has them all)."""
     lines = []
     for diff in diffs:
         key = diff.table.key
-        counts = f"{len(diff.added)} to add, {len(diff.removed)} to remove, {len(diff.changed)} to change"
+        counts = (
+            f"{len(diff.added):,} to add, {len(diff.removed):,} to remove, "
+            f"{len(diff.changed):,} to change"
+        )
         lines.append(f"{diff.table.name}: {counts} ({before} -> {after})")
-        lines += [f"  + {row[key]}: {_fields(row, key)}" for row in diff.added]
-        lines += [f"  - {row[key]}" for row in diff.removed]
-        for code, (old, new) in diff.changed.items():
-            lines.append(f"  ~ {code}")
-            lines += [f"      {name}: {old[name]!r} -> {new[name]!r}" for name in old]
+        added = [
+            f"  + {key_text(row[key])}: {_fields(row, key)}" for row in diff.added[:SHOWN_ROWS]
+        ]
+        lines += _capped(added, len(diff.added), "to add")
+        removed = [f"  - {key_text(row[key])}" for row in diff.removed[:SHOWN_ROWS]]
+        lines += _capped(removed, len(diff.removed), "to remove")
+        changed = []
+        for code, (old, new) in list(diff.changed.items())[:SHOWN_ROWS]:
+            changed.append(f"  ~ {key_text(code)}")
+            changed += [f"      {name}: {old[name]!r} -> {new[name]!r}" for name in old]
+        lines += _capped(changed, len(diff.changed), "to change")
     return "\n".join(lines)
+
+
+def _capped(lines: list[str], total: int, kind: str) -> list[str]:
+    if total <= SHOWN_ROWS:
+        return lines
+    return [*lines, f"  ... and {total - SHOWN_ROWS:,} more {kind}"]
+
+
+def key_text(key: str) -> str:
+    """A key as a reader can tell it from any other: as written when every character is
+    plain to see (printable ASCII, or a letter such as é), else quoted with escapes (a
+    no-break space shows as \\xa0, a leading space as ' x')."""
+    plain = all((" " <= c <= "~") or c.isalpha() for c in key)
+    return key if plain and key == key.strip() and key else repr(key)
 
 
 def _fields(row: Row, key: str) -> str:

@@ -89,6 +89,44 @@ def upgrade_path(script: ScriptDirectory, lower: str | None, upper: str) -> list
     return [s for s in walked if s.revision != lower]
 
 
+def ambiguous_downgrade(script: ScriptDirectory, current: tuple[str, ...]) -> str | None:
+    """What to run instead of a relative downgrade (``-1``) from a merge revision, which
+    alembic cannot walk ("Ambiguous walk"); None when the database is at no merge revision.
+
+    Downgrading to either parent unapplies the merge revision alone and leaves every branch
+    applied; ``alembic downgrade P@-n`` then takes the n revisions only P's branch has.
+    """
+    merges = [s for s in map(script.get_revision, current) if s is not None and s.is_merge_point]
+    if not merges:
+        return None
+    merge = merges[0]
+    parents = list(merge._normalized_down_revisions)
+    lineages = {parent: lineage(script, parent) for parent in parents}
+    own = {
+        parent: lineages[parent] - set().union(*(lineages[p] for p in parents if p != parent))
+        for parent in parents
+    }
+    keep = [
+        f"to keep only {parent}, then "
+        + " and ".join(
+            f"`alembic downgrade {other}@-{len(own[other])}` (unapplies "
+            f"{', '.join(r for r in _downward(script, other) if r in own[other])})"
+            for other in parents
+            if other != parent
+        )
+        for parent in parents
+    ]
+    return (
+        f"a relative downgrade from the merge revision {merge.revision} is ambiguous: it merges "
+        f"{', '.join(parents)}. To unapply the merge alone (every branch stays applied), run "
+        f"`alembic downgrade {parents[0]}`; {'; '.join(keep)}"
+    )
+
+
+def _downward(script: ScriptDirectory, revision: str) -> list[str]:
+    return [s.revision for s in script.walk_revisions("base", revision)]
+
+
 def create_date(script: Script, *, precise: bool = False) -> str | None:
     """The ``Create Date:`` alembic wrote into the revision's docstring; to the second
     unless ``precise``."""

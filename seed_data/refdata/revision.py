@@ -28,6 +28,7 @@ from alembic.util import CommandError, rev_id
 
 from seed_data.db_errors import classify, driver_error, first_line
 from seed_data.refdata.declared import Declared, Rows
+from seed_data.refdata.diff import key_text
 from seed_data.refdata.errors import BadInput
 from seed_data.refdata.files import write_atomically
 from seed_data.refdata.heads import create_date, load_script, single_head
@@ -167,7 +168,7 @@ def _first_difference(
         for key in sorted(have.keys() | want.keys()):
             if have.get(key) != want.get(key):
                 where = declared.where(table, key) if (table, key) in declared.origins else None
-                return f"{table} {key}" + (f", declared at {where}" if where else "")
+                return f"{table} {key_text(key)}" + (f", declared at {where}" if where else "")
     return "no row differs"
 
 

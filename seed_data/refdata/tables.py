@@ -89,3 +89,35 @@ def _describe(table: sa.Table) -> RefTable:
     return RefTable(
         table.name, key.name, tuple(columns), tuple(sorted(uniques, key=lambda u: u.name))
     )
+
+
+def referenced(table: str) -> bool:
+    """Whether any table's foreign key points at ``table`` (its rows may be in use)."""
+    return any(
+        fk.column.table.name == table
+        for other in Base.metadata.tables.values()
+        for fk in other.foreign_keys
+    )
+
+
+def missing_at_head(conn: sa.Connection, tables: tuple[RefTable, ...]) -> str | None:
+    """What the models mark as reference data that a database at head lacks (a table, or
+    a column), as one line saying what to write; None when nothing is missing."""
+    inspector = sa.inspect(conn)
+    present = set(inspector.get_table_names())
+    for table in tables:
+        if table.name not in present:
+            return (
+                f"{table.name} is marked as reference data in seed_data/models.py, but the "
+                "migrations' head has no such table: write the schema revision that creates "
+                "it first (`alembic revision -m ...`, see docs/schema-revisions.md), then run "
+                "this again"
+            )
+        columns = {column["name"] for column in inspector.get_columns(table.name)}
+        if missing := [name for name in table.column_names if name not in columns]:
+            return (
+                f"{table.name} has column {', '.join(missing)} in seed_data/models.py, but not "
+                "at the migrations' head: write the schema revision that adds it first "
+                "(see docs/schema-revisions.md), then run this again"
+            )
+    return None

@@ -1,0 +1,195 @@
+"""A new reference table, the way docs/reference-data.md says to add one, in a copy of the
+project: the model (marked ``ReferenceData``), its schema revision, its declared rows, the
+generated data revision; upgrade, downgrade and upgrade again; ``check`` OK. And the one
+line each step gives when a step before it was missed."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from seed_data.db import REPO_ROOT
+from seed_data.models import REFERENCE_TABLES
+from tests.helpers import alembic_env
+from tests.refdata_support import Workspace
+from tests.servers import PgServer
+
+MODEL = '''
+
+class CardNetwork(ReferenceData, Base):
+    """A card scheme the bank's cards run on."""
+
+    __tablename__ = "card_networks"
+
+    code: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    sort_order: Mapped[int]
+'''
+
+SCHEMA_REVISION = '''"""card networks table
+
+Revision ID: {revision}
+Revises: {down_revision}
+Create Date: 2027-01-04 09:00:00.000000
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "{revision}"
+down_revision: str | Sequence[str] | None = "{down_revision}"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    """Apply the card networks table."""
+    op.create_table(
+        "card_networks",
+        sa.Column("code", sa.String(length=32), nullable=False),
+        sa.Column("name", sa.String(length=100), nullable=False),
+        sa.Column("sort_order", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("code", name=op.f("pk_card_networks")),
+        sa.UniqueConstraint("name", name=op.f("uq_card_networks_name")),
+    )
+
+
+def downgrade() -> None:
+    """Unapply the card networks table."""
+    op.drop_table("card_networks")
+'''
+
+ROWS = """- {code: visa, name: Visa, sort_order: 10}
+- {code: mastercard, name: Mastercard, sort_order: 20}
+- {code: amex, name: American Express, sort_order: 30}
+"""
+
+
+class ProjectCopy:
+    """The project's code, migrations and declared files, copied; commands run in it."""
+
+    def __init__(self, root: Path, scratch: str) -> None:
+        self.root, self.scratch = root, scratch
+        ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+        for name in ("seed_data", "scripts", "alembic"):
+            shutil.copytree(REPO_ROOT / name, root / name, ignore=ignore)
+        shutil.copy(REPO_ROOT / "alembic.ini", root / "alembic.ini")
+
+    def run(self, *args: str, url: sa.URL | None = None) -> subprocess.CompletedProcess[str]:
+        env = {**alembic_env(url), "PYTHONPATH": str(self.root)}
+        return subprocess.run(
+            args, cwd=self.root, env=env, capture_output=True, text=True, timeout=300
+        )
+
+    def refdata(self, *args: str) -> subprocess.CompletedProcess[str]:
+        script = str(self.root / "scripts" / "refdata.py")
+        return self.run(sys.executable, script, "--scratch-url", self.scratch, *args)
+
+    def alembic(self, *args: str, url: sa.URL) -> subprocess.CompletedProcess[str]:
+        return self.run(sys.executable, "-m", "alembic", *args, url=url)
+
+    @property
+    def versions(self) -> Path:
+        return self.root / "alembic" / "versions"
+
+
+@pytest.fixture
+def project(tmp_path: Path, pg_server: PgServer) -> ProjectCopy:
+    return ProjectCopy(tmp_path, pg_server.admin_url.render_as_string(hide_password=False))
+
+
+def test_a_new_reference_table_goes_from_model_to_migrated_rows(
+    project: ProjectCopy, engine: sa.Engine
+) -> None:
+    models = project.root / "seed_data" / "models.py"
+    text = models.read_text(encoding="utf-8")
+    anchor = "\n\n# --- Business data"
+    models.write_text(text.replace(anchor, MODEL + anchor, 1), encoding="utf-8")
+    (project.root / "seed_data" / "reference" / "card_networks.yaml").write_text(ROWS)
+
+    # Declared before its schema revision exists: one line says what to write first.
+    early = project.refdata("revision", "-m", "card networks")
+    assert early.returncode == 2, early.stdout + early.stderr
+    assert early.stderr == (
+        "error: card_networks is marked as reference data in seed_data/models.py, but the "
+        "migrations' head has no such table: write the schema revision that creates it first "
+        "(`alembic revision -m ...`, see docs/schema-revisions.md), then run this again\n"
+    )
+
+    made = project.run(sys.executable, "-m", "alembic", "revision", "-m", "card networks table")
+    assert made.returncode == 0, made.stderr
+    (path,) = (p for p in project.versions.glob("*card_networks_table.py"))
+    made_by_alembic = path.read_text(encoding="utf-8")
+    down_revision = re.search(r'^down_revision[^=]*= "(\w+)"', made_by_alembic, re.M)
+    assert down_revision is not None, made_by_alembic
+    path.write_text(
+        SCHEMA_REVISION.format(revision=path.name.split("_")[4], down_revision=down_revision[1])
+    )
+    locked = project.refdata("lock")
+    assert locked.returncode == 0 and f"recorded {path.name}" in locked.stdout, locked.stderr
+
+    written = project.refdata("revision", "-m", "card networks")
+
+    assert written.returncode == 0, written.stderr
+    assert "card_networks: 3 to add, 0 to remove, 0 to change" in written.stdout
+    for step in (("upgrade", "head"), ("downgrade", "-1"), ("upgrade", "head")):
+        done = project.alembic(*step, url=engine.url)
+        assert done.returncode == 0, done.stdout + done.stderr
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT code, name, sort_order FROM card_networks ORDER BY 3"))
+        assert [tuple(r) for r in rows] == [
+            ("visa", "Visa", 10),
+            ("mastercard", "Mastercard", 20),
+            ("amex", "American Express", 30),
+        ]
+    checked = project.refdata("check")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    tables = len(REFERENCE_TABLES) + 1
+    assert checked.stdout.startswith(f"OK: {tables} reference tables agree with head")
+
+
+def test_a_model_keyed_by_a_number_is_refused_with_what_to_change(project: ProjectCopy) -> None:
+    models = project.root / "seed_data" / "models.py"
+    numbered = MODEL.replace(
+        "code: Mapped[str] = mapped_column(String(32), primary_key=True)",
+        "code: Mapped[int] = mapped_column(primary_key=True)",
+    )
+    anchor = "\n\n# --- Business data"
+    models.write_text(models.read_text().replace(anchor, numbered + anchor, 1))
+
+    result = project.refdata("check")
+
+    assert result.returncode == 2
+    assert result.stderr == (
+        "error: seed_data/models.py: card_networks is marked as reference data, but its "
+        "primary key is (code INTEGER): a reference table is keyed by one text column, its "
+        "natural key (code, slug); see docs/reference-data.md#adding-a-reference-table\n"
+    )
+
+
+def test_a_declared_file_for_a_table_that_is_not_reference_data_says_what_to_add_where(
+    files_workspace: Workspace,
+) -> None:
+    (files_workspace.reference / "card_networks.yaml").write_text(ROWS)
+    (files_workspace.reference / "customers.yaml").write_text("[]\n")
+
+    result = files_workspace.refdata("check")
+
+    assert result.code == 2
+    assert result.err.splitlines()[1:] == [
+        f"  {files_workspace.reference}/card_networks.yaml:1: no model has __tablename__ = "
+        "'card_networks': add one to seed_data/models.py, marked as reference data (class "
+        "...(ReferenceData, Base)), and a schema revision that creates the table; see "
+        "docs/reference-data.md#adding-a-reference-table",
+        f"  {files_workspace.reference}/customers.yaml:1: customers is not marked as reference "
+        "data: in seed_data/models.py, add ReferenceData to the bases of Customer (class "
+        "Customer(ReferenceData, Base)); see docs/reference-data.md#adding-a-reference-table",
+    ]
