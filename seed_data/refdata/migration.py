@@ -21,9 +21,9 @@ A revision that carries more than :data:`INLINE_ROWS` rows (country codes, sort 
 keeps them out of its source, in JSON Lines files beside it (:func:`data_files`): alembic
 imports every revision file on every command, so rows in the source would cost every
 command forever, and ``op.bulk_insert`` sends a statement's worth of Python per row. Those
-revisions send each file's rows in a few set-based statements (``json_to_recordset``),
-at about the speed of COPY, and freeze each file's SHA-256 in the source, so that the
-revision lock covers the rows too.
+revisions send each file's rows in a few set-based statements, each batch one JSON
+document read server-side (bench/refdata_scale.py measures them against psql's COPY), and
+freeze each file's SHA-256 in the source, so that the revision lock covers the rows too.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def _delete_keys(direction: str, table: sa.TableClause, key: str, keys: list[str
 # the revision runs, never when alembic imports it.
 DATA_FILE_HELPERS = '''
 def _rows(name: str) -> list[str]:
-    """The file's rows, one JSON object a line, once its digest is the one frozen above."""
+    """The file's lines, once its digest is the one frozen above."""
     path = ROWS / name
     try:
         data = path.read_bytes()
@@ -115,38 +115,59 @@ def _rows(name: str) -> list[str]:
     return data.decode("utf-8").splitlines()
 
 
-def _batches(name: str) -> Iterator[str]:
-    """The file's rows as JSON arrays of at most ROWS_PER_STATEMENT rows."""
-    lines = _rows(name)
+def _batches(lines: list[str]) -> Iterator[str]:
+    """Lines (a JSON value each) as JSON arrays of at most ROWS_PER_STATEMENT of them."""
     for start in range(0, len(lines), ROWS_PER_STATEMENT):
         yield "[" + ",".join(lines[start : start + ROWS_PER_STATEMENT]) + "]"
-
-
-def _recordset(batch: str, *columns: sa.ColumnClause) -> sa.TableValuedAlias:
-    """``json_to_recordset(batch) AS r(column type, ...)``: a batch's rows as a table."""
-    rows = sa.func.json_to_recordset(sa.cast(sa.literal(batch, sa.Text), sa.JSON))
-    return rows.table_valued(*columns).render_derived("r", with_types=True)
 '''
 
+# Whole rows travel as JSON arrays, read by position server-side (jsonb_array_elements): as
+# fast as COPY to within a small factor, where json_to_recordset's objects cost 3x.
 ROW_FILE_HELPERS = '''
+def _table_rows(name: str) -> list[str]:
+    """The file's rows, one JSON array a line (its first line names the columns, in the
+    order of the table above)."""
+    return _rows(name)[1:]
+
+
 def _insert(table: sa.TableClause, name: str) -> None:
     """Insert the file's rows."""
     names = [column.name for column in table.columns]
-    for batch in _batches(name):
-        rows = _recordset(batch, *(sa.column(c.name, c.type) for c in table.columns))
-        op.execute(table.insert().from_select(names, sa.select(*rows.c)))
+    for batch in _batches(_table_rows(name)):
+        array = sa.cast(sa.literal(batch, sa.Text), postgresql.JSONB)
+        rows = sa.func.jsonb_array_elements(array).table_valued(
+            sa.column("value", postgresql.JSONB)
+        )
+        values = [_field(rows.c.value, n, column) for n, column in enumerate(table.columns)]
+        op.execute(table.insert().from_select(names, sa.select(*values)))
+
+
+def _field(row: sa.ColumnElement, position: int, column: sa.ColumnClause) -> sa.ColumnElement:
+    """Item ``position`` of a row (a JSON array) as the column's type; JSON null is NULL."""
+    if isinstance(column.type, postgresql.JSONB):
+        null = sa.cast(sa.literal("null", sa.Text), postgresql.JSONB)
+        return sa.func.nullif(row[position], null)
+    return sa.cast(row[position].astext, column.type)
 
 
 def _delete(direction: str, table: sa.TableClause, key: str, name: str) -> None:
     """Delete the file's rows by key, once the guard has confirmed nothing still uses them."""
-    _delete_keys(direction, table, key, [json.loads(line)[key] for line in _rows(name)])
+    position = [column.name for column in table.columns].index(key)
+    keys = [json.loads(line)[position] for line in _table_rows(name)]
+    _delete_keys(direction, table, key, keys)
 '''
 
 UPDATE_FILE_HELPER = '''
+def _recordset(batch: str, *columns: sa.ColumnClause) -> sa.TableValuedAlias:
+    """``json_to_recordset(batch) AS r(column type, ...)``: a batch's rows as a table."""
+    rows = sa.func.json_to_recordset(sa.cast(sa.literal(batch, sa.Text), sa.JSON))
+    return rows.table_valued(*columns).render_derived("r", with_types=True)
+
+
 def _update(table: sa.TableClause, key: str, name: str, side: str) -> None:
     """Set each row's fields (found by key) to their values on one side of this revision;
     fields a row does not list keep their value."""
-    for batch in _batches(name):
+    for batch in _batches(_rows(name)):
         rows = _recordset(batch, sa.column("key", sa.Text), sa.column(side, postgresql.JSONB))
         fields = rows.c[side]
         values = {
@@ -321,21 +342,21 @@ def _render_with_files(
     }
     constants = "\n".join(
         [
-            "# This revision's rows, one JSON object a line, are in the directory named like this",
-            "# file; their SHA-256 digests are frozen here, so the revision lock covers them too.",
+            "# This revision's rows, one a line, are in the directory named like this file; their",
+            "# SHA-256 digests are frozen here, so that the revision lock covers them too.",
             'ROWS = Path(__file__).with_suffix("")',
             f"DIGESTS = {literal(digests)}",
             f"ROWS_PER_STATEMENT = {ROWS_PER_STATEMENT}",
         ]
     )
-    files = "".join(f"  {name} ({text.count(chr(10)):,} rows)\n" for name, text in data.items())
+    files = "".join(f"  {name} ({_count(name, text):,} rows)\n" for name, text in data.items())
     sections = [
         "\n\n".join(
             [
                 _header(
                     revision,
-                    f"Its rows are in the directory beside it, {data_dir}/, one JSON object a\n"
-                    f"line (too many to list here):\n{files}",
+                    "Its rows, too many to list here, are in the directory beside this file, one\n"
+                    f"a line:\n{data_dir}/\n{files}",
                 ),
                 "\n".join(imports),
                 _identifiers(
@@ -352,6 +373,12 @@ def _render_with_files(
         *([UPDATE_FILE_HELPER.strip()] if uses_update else []),
     ]
     return "\n\n\n".join(sections) + "\n"
+
+
+def _count(name: str, text: str) -> int:
+    """Rows in a data file (whole-row files start with a line naming the columns)."""
+    lines = text.count("\n")
+    return lines - 1 if name.endswith(("added.jsonl", "removed.jsonl")) else lines
 
 
 def _identifiers(revision: Revision, sides: str) -> str:
@@ -403,17 +430,22 @@ def data_file_name(table: str, kind: str) -> str:
 
 
 def data_files(plans: list[TablePlan]) -> dict[str, str]:
-    """name -> text of each data file: full rows for added and removed ones, and
-    ``{"key": ..., "before": {...}, "after": {...}}`` for changed and parked ones."""
+    """name -> text of each data file. Added and removed rows: a first line naming the
+    columns, then one JSON array a row. Changed and parked rows: one JSON object a row,
+    ``{"key": ..., "before": {fields}, "after": {fields}}``."""
     files: dict[str, list[object]] = {}
     for p in plans:
+        names = list(p.table.column_names)
         kinds: dict[str, list[object]] = {
             "PARKED": _sides(p.parked),
-            "NEW": list(p.diff.added),
-            "REMOVED": list(p.diff.removed),
+            "NEW": [[row[n] for n in names] for row in p.diff.added],
+            "REMOVED": [[row[n] for n in names] for row in p.diff.removed],
             "CHANGED": _sides(p.diff.changed),
         }
-        files |= {data_file_name(p.table.name, k): rows for k, rows in kinds.items() if rows}
+        for kind, rows in kinds.items():
+            if rows:
+                header = [names] if kind in ("NEW", "REMOVED") else []
+                files[data_file_name(p.table.name, kind)] = [*header, *rows]
     return {name: "".join(json_text(row) + "\n" for row in rows) for name, rows in files.items()}
 
 

@@ -41,7 +41,9 @@ def rule_problems(engine: sa.Engine, tables: tuple[RefTable, ...], declared: Dec
                 rows = [
                     (key, row)
                     for key, row in declared[table.name].items()
-                    if not any(row[c.name] in refused[c.references] for c in _lookups(table))
+                    if not any(
+                        row[c.name] in refused.get(c.references, ()) for c in _lookups(table)
+                    )
                 ]
                 for key, error in _refused_rows(conn, table, rows, engine.url):
                     refused[table.name].add(key)

@@ -48,8 +48,9 @@ def read_rows(
             present = {column["name"] for column in inspector.get_columns(table.name)}
             names = tuple(name for name in names if name in present)
         query = sa.select(*(model.c[name] for name in names)).order_by(model.c[table.key])
+        key = names.index(table.key)
         state[table.name] = {
-            row[table.key]: row for row in (r._asdict() for r in conn.execute(query))
+            row[key]: dict(zip(names, row, strict=True)) for row in conn.execute(query)
         }
     return state
 
