@@ -124,6 +124,8 @@ def test_a_dropped_head_is_forgotten_by_the_lock_and_the_next_revision_is_writte
     )
     dropped.unlink()
     assert workspace.refdata("revision", "-m", "the rise again").code == 2, "the lock objects"
+    result = workspace.refdata("check")
+    assert f"un-record it with `refdata.py lock --forget {dropped.name}`" in result.out
 
     result = workspace.refdata("lock", "--forget", dropped.name)
 
@@ -146,6 +148,8 @@ def test_forgetting_a_revision_forgets_its_data_files(workspace: Workspace) -> N
     for path in data.iterdir():
         path.unlink()
     data.rmdir()
+    missing = [line for line in workspace.refdata("check").out.splitlines() if "missing" in line]
+    assert len(missing) == 1 and missing[0].startswith(f"DRIFT: {generated.name} is recorded")
 
     result = workspace.refdata("lock", "--forget", str(generated))
 

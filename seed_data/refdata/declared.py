@@ -403,6 +403,16 @@ def _cell_reader(column: RefColumn) -> CellReader:
         return lambda cell: (
             _decimal(Decimal(cell), kind) if PLAIN_DECIMAL.fullmatch(cell) else slow(cell)
         )
+    if isinstance(kind, JSONB):
+        lists: dict[str, tuple[Any, str | None]] = {}  # a list column repeats a few values
+
+        def items(cell: str) -> tuple[Any, str | None]:
+            if cell not in lists:
+                lists[cell] = slow(cell)
+            value, problem = lists[cell]
+            return (list(value) if value is not None else None), problem
+
+        return items
     return slow
 
 

@@ -55,7 +55,14 @@ class LockStatus:
             *(
                 f"{name} is recorded in {lock} but missing: restore it (databases may be "
                 "at that revision)"
+                + (
+                    f"; only if it was never released anywhere, un-record it with "
+                    f"`refdata.py lock --forget {name}`"
+                    if name.endswith(".py")
+                    else ""
+                )
                 for name in self.removed
+                if not (name.split("/")[0] + ".py" in self.removed and "/" in name)
             ),
             *(
                 f"{name} is not recorded in {lock}: review it, then run `refdata.py lock`"

@@ -34,7 +34,7 @@ from seed_data.refdata.files import write_atomically
 from seed_data.refdata.heads import create_date, load_script, single_head
 from seed_data.refdata.migration import Revision, TablePlan, render, render_merge
 from seed_data.refdata.rules import rows_named
-from seed_data.refdata.state import alembic_config, current_revisions, read_rows
+from seed_data.refdata.state import alembic_config, current_revisions, fingerprints, read_rows
 from seed_data.refdata.tables import reference_tables
 
 SHOWN_ROWS = 3
@@ -122,7 +122,18 @@ def prove(
         with engine.connect() as conn:
             return current_revisions(conn), read_rows(conn, tables)
 
-    def expect(expected: tuple[set[str], dict[str, Rows]], after: str) -> None:
+    def fingerprint() -> tuple[set[str], dict[str, str | None]]:
+        with engine.connect() as conn:
+            return current_revisions(conn), fingerprints(conn, tables)
+
+    # Reading every row takes a while at 20,000 rows: each state is read whole once, and
+    # the later steps that must reach it again compare the database's digest of it.
+    head_print = fingerprint()
+    prints: dict[str, tuple[set[str], dict[str, str | None]]] = {}
+
+    def expect(expected: tuple[set[str], dict[str, Rows]], side: str, after: str) -> None:
+        if side in prints and fingerprint() == prints[side]:
+            return
         revisions, rows = state()
         if (revisions, rows) != expected:
             raise BadInput(
@@ -131,27 +142,28 @@ def prove(
                 "database changes the values (a trigger, a rule), or this is a bug in "
                 "refdata.py; nothing was written or recorded"
             )
+        prints.setdefault(side, fingerprint())
 
-    before = ({head}, head_rows)
-    upgraded = ({new}, dict(declared))
+    expected = {"head": ({head}, head_rows), "declared": ({new}, dict(declared))}
+    prints["head"] = head_print
 
     def offline(direction: str, span: str) -> None:
         _execute(engine, _offline_sql(config, location, direction, span))
 
-    steps: list[tuple[str, Callable[[], object], tuple[set[str], dict[str, Rows]]]] = [
-        ("upgrade", lambda: command.upgrade(online, new), upgraded),
-        ("downgrade", lambda: command.downgrade(online, head), before),
-        ("upgrade again", lambda: command.upgrade(online, new), upgraded),
-        ("downgrade again", lambda: command.downgrade(online, head), before),
-        ("upgrade --sql", lambda: offline("upgrade", f"{head}:{new}"), upgraded),
-        ("downgrade --sql", lambda: offline("downgrade", f"{new}:{head}"), before),
+    steps: list[tuple[str, Callable[[], object], str]] = [
+        ("upgrade", lambda: command.upgrade(online, new), "declared"),
+        ("downgrade", lambda: command.downgrade(online, head), "head"),
+        ("upgrade again", lambda: command.upgrade(online, new), "declared"),
+        ("downgrade again", lambda: command.downgrade(online, head), "head"),
+        ("upgrade --sql", lambda: offline("upgrade", f"{head}:{new}"), "declared"),
+        ("downgrade --sql", lambda: offline("downgrade", f"{new}:{head}"), "head"),
     ]
-    for doing, step, expected in steps:
+    for doing, step, side in steps:
         try:
             step()
         except Exception as error:  # generated code: whatever it raises is a refusal
             raise _refusal(error, doing, engine, plans, declared) from None
-        expect(expected, doing)
+        expect(expected[side], side, doing)
 
 
 def _first_difference(
