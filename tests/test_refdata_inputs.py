@@ -407,6 +407,25 @@ PROOF_FAILURES = {
         "the generated revision fails on the scratch database (upgrade): {where}, faqs "
         "mobile-app (removed): FAQs are retired, never deleted; nothing was written or recorded",
     ),
+    "a trigger acts on the way back only": (
+        (
+            "CREATE FUNCTION note_deleted() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "INSERT INTO message_roles VALUES (left('gone_' || OLD.slug, 32), 'Gone', 999); "
+            "RETURN OLD; END $$; CREATE TRIGGER note_deleted AFTER DELETE ON faqs "
+            "FOR EACH ROW EXECUTE FUNCTION note_deleted()",
+            "DROP TRIGGER note_deleted ON faqs; DROP FUNCTION note_deleted()",
+        ),
+        (
+            "- slug: mobile-app",
+            "- slug: savings-goals\n  question: Can I set a goal?\n"
+            "  answer: 'Yes.'\n  category: saving\n  sort_order: 70\n  is_active: true\n\n"
+            "- slug: mobile-app",
+        ),
+        "- slug: savings-goals",
+        "the generated revision leaves other rows than expected after downgrade "
+        "(message_roles gone_savings-goals): something in the database changes the values "
+        "(a trigger, a rule), or this is a bug in refdata.py; nothing was written or recorded",
+    ),
     "a trigger rewrites values": (
         (
             "CREATE FUNCTION shout() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
@@ -453,3 +472,30 @@ def test_a_raw_control_character_in_a_file_is_named(files_workspace: Workspace) 
         f"message_roles.yaml:{line}: not valid YAML: the control character U+0000 is not "
         "allowed in a YAML file: remove it" in result.err
     )
+
+
+def test_rows_that_refer_to_a_changed_lookup_are_tried_against_the_rules_again(
+    workspace: Workspace,
+) -> None:
+    workspace.add_revision(
+        "products need an open account type",
+        "CREATE FUNCTION open_type() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF (SELECT label FROM account_types WHERE code = NEW.account_type_code) LIKE 'Closed%' "
+        "THEN RAISE EXCEPTION 'account type % is closed', NEW.account_type_code; END IF; "
+        "RETURN NEW; END $$; CREATE TRIGGER open_type BEFORE INSERT OR UPDATE ON products "
+        "FOR EACH ROW EXECUTE FUNCTION open_type()",
+        "DROP TRIGGER open_type ON products; DROP FUNCTION open_type()",
+    )
+    versions_before, lock_before = sorted(workspace.versions.iterdir()), workspace.lock.read_text()
+    workspace.edit("account_types", "label: Mortgage,", "label: Closed to new business,")
+    line = line_of(workspace, "products", "- code: tracker_mortgage")
+
+    for args in (["check"], ["revision", "-m", "never written"]):
+        result = workspace.refdata(*args)
+
+        assert result.code == 2, result.out + result.err
+        assert (
+            f"products.yaml:{line}: code 'tracker_mortgage': account type mortgage is closed"
+        ) in result.err, "the products were not changed, but their lookup was"
+    assert sorted(workspace.versions.iterdir()) == versions_before
+    assert workspace.lock.read_text() == lock_before

@@ -124,3 +124,28 @@ def test_a_declared_file_for_a_table_that_is_not_reference_data_says_what_to_add
         "data: in seed_data/models.py, add ReferenceData to the bases of Customer (class "
         "Customer(ReferenceData, Base)); see docs/reference-data.md#adding-a-reference-table",
     ]
+
+
+def test_a_column_the_model_has_but_head_lacks_asks_for_its_schema_revision(
+    project: ProjectCopy,
+) -> None:
+    project.add_model(MODEL)
+    (project.reference / "card_networks.yaml").write_text(ROWS)
+    project.add_schema_revision("card networks table", CREATE_TABLE, DROP_TABLE)
+    models = project.root / "seed_data" / "models.py"
+    text = models.read_text(encoding="utf-8")
+    last = "    sort_order: Mapped[int]\n\n\n# --- Business data"
+    assert last in text, "the model's last column moved: update this test"
+    added = "    sort_order: Mapped[int]\n    colour: Mapped[str | None]\n\n\n# --- Business data"
+    models.write_text(text.replace(last, added))
+    coloured = ROWS.replace("}", ", colour: blue}")
+    (project.reference / "card_networks.yaml").write_text(coloured)
+
+    result = project.refdata("revision", "-m", "card networks")
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr == (
+        "error: card_networks has column colour in seed_data/models.py, but not at the "
+        "migrations' head: write the schema revision that adds it first (see "
+        "docs/schema-revisions.md), then run this again\n"
+    )

@@ -11,20 +11,24 @@ from __future__ import annotations
 
 import io
 import json
+import runpy
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.operations import Operations
+from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy.dialects.postgresql import JSONB
 
 from seed_data.refdata.declared import load_declared
 from seed_data.refdata.diff import diff_all
 from seed_data.refdata.lock import file_checksum, read_lock
 from seed_data.refdata.migration import INLINE_ROWS, Revision, plan, render
 from seed_data.refdata.state import read_rows
-from seed_data.refdata.tables import reference_tables
+from seed_data.refdata.tables import RefColumn, RefTable, reference_tables
 from tests.helpers import apply_with_psql, current_revision, run_alembic, snapshot_rows
 from tests.refdata_support import Workspace, assert_ruff_clean
 from tests.servers import PgServer
@@ -333,3 +337,46 @@ def test_a_key_a_reader_could_misread_is_shown_escaped(workspace: Workspace) -> 
     assert result.code == 1
     assert "  + 'mobile\\xa0app': question=" in result.out, result.out
     assert "  - mobile-app\n" in result.out
+
+
+def test_data_files_keep_nulls_empty_texts_and_empty_lists_apart(
+    head_engine: sa.Engine, tmp_path: Path
+) -> None:
+    """A table the repository does not have (a nullable list column, nullable text): the
+    data-file form's statements give back exactly the rows it was written from."""
+    table = RefTable(
+        "bulk_things",
+        "code",
+        (
+            RefColumn("code", sa.String(20), False, None),
+            RefColumn("tags", JSONB(), True, None),
+            RefColumn("note", sa.Text(), True, None),
+        ),
+    )
+    values = [(None, None), ([], ""), (["a", "b"], "x"), (['it\'s "q"'], "\N{NO-BREAK SPACE}")]
+    rows = {
+        f"thing-{n:03d}": {"code": f"thing-{n:03d}", "tags": tags, "note": note}
+        for n, (tags, note) in ((n, values[n % len(values)]) for n in range(INLINE_ROWS + 1))
+    }
+    plans = plan(diff_all((table,), {}, {table.name: rows}), {table.name: {}}, {table.name: rows})
+    revision = Revision("aaaaaaaaaaaa", "bbbbbbbbbbbb", "2027-01-01 00:00:00", "things")
+    rendered = render(revision, plans, "things")
+    (tmp_path / "things").mkdir()
+    for name, text in rendered.data.items():
+        (tmp_path / "things" / name).write_text(text, encoding="utf-8")
+    source = tmp_path / "things.py"
+    source.write_text(rendered.source, encoding="utf-8")
+    module = runpy.run_path(str(source))
+    with head_engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE bulk_things (code varchar(20) PRIMARY KEY, tags jsonb, note text)"
+        )
+        with Operations.context(MigrationContext.configure(conn)):
+            module["upgrade"]()
+            read = conn.execute(sa.text("SELECT code, tags, note FROM bulk_things ORDER BY 1"))
+            assert {r.code: {"code": r.code, "tags": r.tags, "note": r.note} for r in read} == rows
+            # psycopg2 reads JSON null as None too: ask the database which are SQL NULL.
+            nulls = conn.scalar(sa.text("SELECT count(*) FROM bulk_things WHERE tags IS NULL"))
+            assert nulls == sum(row["tags"] is None for row in rows.values())
+            module["downgrade"]()
+            assert conn.scalar(sa.text("SELECT count(*) FROM bulk_things")) == 0
