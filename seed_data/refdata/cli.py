@@ -7,6 +7,7 @@
     refdata.py log TABLE KEY --live # ... and when each was applied to DATABASE_URL
     refdata.py merge -m MESSAGE     # merge two heads that change different rows
     refdata.py lock [--rehash FILE] # record new revision files in alembic/versions.sha256
+    refdata.py lock --rehash FILE --keep-earlier REASON  # a released file rewritten on purpose
     refdata.py lock --init          # start the lock file of a new project
 
 Exit status: 0 all agree (or done), 1 drift found (heads not merged yet, or that conflict,
@@ -121,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--rehash", nargs="+", default=(), metavar="FILE", help="re-record these (names or paths)"
     )
     lock.add_argument("--init", action="store_true", help="create the lock file (new projects)")
+    lock.add_argument(
+        "--keep-earlier",
+        metavar="REASON",
+        help="with --rehash of a released revision rewritten on purpose: keep the text it"
+        " replaces as an earlier text databases may have run, with this reason",
+    )
     return parser
 
 
@@ -204,8 +211,19 @@ def _config(path: Path) -> tuple[Config, Path]:
 
 
 def _lock(location: Path, args: argparse.Namespace) -> int:
+    if args.keep_earlier is not None and (
+        not args.rehash
+        or not args.keep_earlier.strip()
+        or any(unicodedata.category(c) in ("Cc", "Cs") for c in args.keep_earlier)
+    ):
+        raise BadInput("--keep-earlier needs --rehash FILE and a one-line reason")
     with one_writer(versions_dir(location)):
-        written = record(location, tuple(args.rehash), init=args.init)
+        written = record(
+            location,
+            tuple(args.rehash),
+            init=args.init,
+            keep_earlier=args.keep_earlier and args.keep_earlier.strip(),
+        )
     print("\n".join(f"recorded {name}" for name in written) or "nothing new to record")
     return EXIT_OK
 

@@ -8,6 +8,14 @@ The file is in ``sha256sum`` format (``<digest>  <name>``; ``<digest> *<name>``,
 mode marker, is read too), sorted by name, so ``sha256sum -c`` checks it as well. Two
 branches that each add a revision both append a line at the end; ``.gitattributes`` merges
 the file with git's ``union`` driver, which keeps both lines.
+
+A released revision rewritten on purpose (README, "Revisions rewritten in place") keeps
+the digest of each text it had before on an *earlier-text* line after its own:
+``#earlier <digest>  <name>  <reason>``. Databases may have run those texts, so the
+history checks (``check --live``, ``alembic`` before it runs anything) accept them as texts
+of that file; ``sha256sum -c`` skips the line as a comment. Only ``lock --rehash FILE
+--keep-earlier REASON`` writes one: re-recording an edited file without it keeps nothing,
+so a database that ran the edited-away text is reported.
 """
 
 from __future__ import annotations
@@ -22,6 +30,10 @@ from seed_data.refdata.files import shown, write_atomically
 
 LOCK_NAME = "versions.sha256"
 LOCK_LINE = re.compile(r"(?P<digest>[0-9a-fA-F]{64}) [ *](?P<name>[^/\\]+\.py)")
+EARLIER_PREFIX = "#earlier "
+EARLIER_LINE = re.compile(
+    r"#earlier (?P<digest>[0-9a-f]{64})  (?P<name>[^/\\\s]+\.py)  (?P<reason>\S.*)"
+)
 
 
 class LockError(BadInput):
@@ -97,8 +109,8 @@ def read_lock(script_location: Path) -> dict[str, str]:
     first_line: dict[str, int] = {}
     problems = []
     for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
+        if not line.strip() or line.startswith("#"):
+            continue  # comments, earlier-text lines included (read by read_earlier)
         match = LOCK_LINE.fullmatch(line.rstrip())
         if match is None:
             problems.append(
@@ -118,6 +130,33 @@ def read_lock(script_location: Path) -> dict[str, str]:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise LockError(problems[0] + more)
     return recorded
+
+
+def read_earlier(script_location: Path) -> dict[str, dict[str, str]]:
+    """File name -> {digest of an earlier text: why the file was rewritten}. Read after
+    :func:`read_lock`, which has found the file readable."""
+    path = lock_file(script_location)
+    earlier: dict[str, dict[str, str]] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.startswith(EARLIER_PREFIX):
+            continue
+        match = EARLIER_LINE.fullmatch(line.rstrip())
+        if match is None:
+            raise LockError(
+                f"{path}:{number}: not an earlier-text line (expected `#earlier <64 lowercase"
+                " hex digits>  <revision file name>  <reason>`): fix the line"
+            )
+        earlier.setdefault(match["name"], {})[match["digest"]] = match["reason"]
+    return earlier
+
+
+def known_texts(script_location: Path) -> dict[str, set[str]]:
+    """File name -> the digest of every text of it the lock knows: the recorded one, and
+    the earlier texts of a revision rewritten on purpose."""
+    known = {name: {digest} for name, digest in read_lock(script_location).items()}
+    for name, digests in read_earlier(script_location).items():
+        known.setdefault(name, set()).update(digests)
+    return known
 
 
 def check_lock(script_location: Path) -> LockStatus:
@@ -141,24 +180,39 @@ def revision_file_name(given: str, script_location: Path) -> str:
     return path.name
 
 
-def record(script_location: Path, rehash: tuple[str, ...] = (), init: bool = False) -> list[str]:
+def record(
+    script_location: Path,
+    rehash: tuple[str, ...] = (),
+    init: bool = False,
+    keep_earlier: str | None = None,
+) -> list[str]:
     """Record unrecorded revision files (and re-record ``rehash``); return what was written.
 
     Edited files stay as recorded unless named in ``rehash``: re-recording must be a
     deliberate act, never a side effect. A missing lock file is an error unless ``init``
-    asks for a new one (which refuses to replace an existing lock).
+    asks for a new one (which refuses to replace an existing lock). ``keep_earlier`` (the
+    reason a released file was rewritten) keeps each replaced digest as an earlier text.
     """
     if init:
         if lock_file(script_location).exists():
             raise LockError(f"{lock_file(script_location)} already exists: run `refdata.py lock`")
         recorded: dict[str, str] = {}
+        earlier: dict[str, dict[str, str]] = {}
     else:
-        recorded = read_lock(script_location)
+        recorded, earlier = read_lock(script_location), read_earlier(script_location)
     names = {revision_file_name(given, script_location) for given in rehash}
     actual = checksums(script_location)
     changed = [n for n in actual if n not in recorded or (n in names and recorded[n] != actual[n])]
     for name in changed:
+        if keep_earlier is not None and name in recorded:
+            earlier.setdefault(name, {})[recorded[name]] = keep_earlier
         recorded[name] = actual[name]
-    lines = [f"{recorded[name]}  {name}\n" for name in sorted(recorded)]
+    lines = [
+        f"{recorded[name]}  {name}\n"
+        + "".join(
+            f"{EARLIER_PREFIX}{d}  {name}  {why}\n" for d, why in earlier.get(name, {}).items()
+        )
+        for name in sorted(recorded)
+    ]
     write_atomically(lock_file(script_location), "".join(lines))
     return changed
