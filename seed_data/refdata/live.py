@@ -101,10 +101,10 @@ def live_problems(
         revisions = known_revisions(conn, script, shown)
         problems, notes = history_findings(read_history(conn), script, revisions, shown)
         if revisions != {head}:
-            standby, read_only = conn.execute(sa.text(WRITABILITY_QUERY)).one()
+            standby, locked = conn.execute(sa.text(WRITABILITY_QUERY)).one()
             problems.append(
                 f"{shown} is at {', '.join(sorted(revisions)) or 'no revision'}, head is "
-                f"{head}: {upgrade_advice(standby, read_only)}"
+                f"{head}: {upgrade_advice(standby, locked)}"
             )
             return problems, notes
         return problems + _compare(conn, shown, head_rows, declared, tables), notes
