@@ -95,15 +95,7 @@ def read_history(conn: sa.Connection) -> list[Applied] | None:
     exists = conn.scalar(sa.text("SELECT to_regclass(:name) IS NOT NULL"), {"name": HISTORY_TABLE})
     if not exists:
         return None
-    columns = set(
-        conn.scalars(
-            sa.text(
-                "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(:name)"
-                " AND attnum > 0 AND NOT attisdropped"
-            ),
-            {"name": HISTORY_TABLE},
-        )
-    )
+    columns = history_columns(conn)
     outcome = "outcome" if "outcome" in columns else f"'{APPLIED}'"
     note = "note" if "note" in columns else "NULL"
     rows = conn.execute(
@@ -114,6 +106,19 @@ def read_history(conn: sa.Connection) -> list[Applied] | None:
         )
     )
     return [Applied(*row) for row in rows]
+
+
+def history_columns(conn: sa.Connection) -> set[str]:
+    """The columns the history table has (none when it is missing)."""
+    return set(
+        conn.scalars(
+            sa.text(
+                "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(:name)"
+                " AND attnum > 0 AND NOT attisdropped"
+            ),
+            {"name": HISTORY_TABLE},
+        )
+    )
 
 
 def applied_revisions(script: ScriptDirectory, current: set[str]) -> list[str]:
@@ -160,7 +165,7 @@ def history_findings(
             f"migrations (TRUNCATE, or DELETE with its trigger disabled). Restore it from a "
             f"backup, or run `{REPAIR}` (it marks what was lost as lost)"
         ], []
-    texts = _known_texts(script)
+    texts = known_texts_of(script)
     drift = _gaps(history, shown)
     unrecorded, lost = [], []
     for revision in [s.revision for s in script.walk_revisions("base", "heads")][::-1]:
@@ -241,7 +246,7 @@ def _gaps(history: list[Applied], shown: str) -> list[str]:
     ]
 
 
-def _known_texts(script: ScriptDirectory) -> Callable[[str], set[str]]:
+def known_texts_of(script: ScriptDirectory) -> Callable[[str], set[str]]:
     """revision -> the digests of every text of its file the lock knows (this checkout's
     file's own, for a file not locked yet)."""
     location = Path(script.dir)
