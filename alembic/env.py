@@ -98,10 +98,14 @@ def read_settings() -> LockSettings:
 deploy = DeployOptions()
 
 
+# The alembic command running this file (the name of the function it hands to env.py),
+# read before configure() wraps that function: "upgrade", "downgrade", "do_stamp"...
+COMMAND = getattr(context._proxy.context_opts.get("fn"), "__name__", None)  # type: ignore[attr-defined]
+
+
 def runs_revisions() -> bool:
     """``alembic upgrade`` or ``downgrade`` (not ``current``, ``stamp`` or ``check``)."""
-    command = getattr(context._proxy.context_opts.get("fn"), "__name__", None)  # type: ignore[attr-defined]
-    return command in ("upgrade", "downgrade")
+    return COMMAND in ("upgrade", "downgrade")
 
 
 def validate_files() -> None:
@@ -126,11 +130,10 @@ def guard_offline_script() -> None:
         return
     start = context.get_starting_revision_argument()
     destination = context.get_revision_argument()
-    command = context._proxy.context_opts["fn"].__name__  # type: ignore[attr-defined]
     context.execute(
         offline_guard(
             tuple([start] if isinstance(start, str) else start or ()),
-            command,
+            str(COMMAND),
             ",".join([destination] if isinstance(destination, str) else destination or ["base"]),
         )
     )

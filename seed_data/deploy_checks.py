@@ -41,6 +41,7 @@ from seed_data.refdata.applied import (
 )
 from seed_data.refdata.errors import BadInput
 from seed_data.refdata.lock import check_lock, file_checksum, lock_file
+from seed_data.refdata.state import current_revisions
 
 log = logging.getLogger("alembic.env")
 
@@ -127,7 +128,7 @@ def file_problems(script: ScriptDirectory) -> list[str]:
 
 def database_problems(conn: sa.Connection, script: ScriptDirectory, shown: str) -> list[str]:
     """What the database's history says against running this checkout there."""
-    current = set(conn.scalars(sa.text(CURRENT_REVISIONS)).all())
+    current = current_revisions(conn)
     known = {s.revision for s in script.walk_revisions()}
     if current - known:
         return []  # alembic itself refuses a revision it cannot find, naming it
@@ -151,12 +152,6 @@ def database_problems(conn: sa.Connection, script: ScriptDirectory, shown: str) 
         for revision in applied
         if ran_unknown_text(last.get(revision), texts(revision))
     ]
-
-
-# alembic_version may be missing (a new database) or empty (after a downgrade to base).
-CURRENT_REVISIONS = """
-SELECT version_num FROM alembic_version WHERE to_regclass('alembic_version') IS NOT NULL
-"""
 
 
 def missing_columns(conn: sa.Connection) -> list[str]:
