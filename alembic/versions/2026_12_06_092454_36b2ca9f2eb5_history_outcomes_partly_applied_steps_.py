@@ -78,6 +78,6 @@ def downgrade() -> None:
         return  # the rows they describe stay, and env.py goes on writing to them
     op.execute("DROP TRIGGER migration_history_next_id ON migration_history")
     op.execute("DROP FUNCTION migration_history_next_id()")
-    op.drop_constraint("ck_migration_history_outcome", "migration_history", type_="check")
+    op.drop_constraint(op.f("ck_migration_history_outcome"), "migration_history", type_="check")
     op.drop_column("migration_history", "note")
     op.drop_column("migration_history", "outcome")
