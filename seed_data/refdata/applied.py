@@ -176,7 +176,9 @@ def history_findings(
         if ran_unknown_text(last, texts(revision)):
             drift.append(_edited(shown, script, last, texts(revision)))
         if revision not in applied:
-            if last is not None and last.direction == UPGRADE and last.outcome == APPLIED:
+            if marked is not None:
+                lost.append(f"{revision} ({marked.note})")
+            elif last is not None and last.direction == UPGRADE and last.outcome == APPLIED:
                 drift.append(
                     f"{shown} recorded revision {revision} as upgraded last (history id "
                     f"{last.id}, {last.when()}), but alembic_version says it is not applied: "
@@ -227,16 +229,20 @@ def ran_unknown_text(row: Applied | None, texts: set[str]) -> bool:
     )
 
 
-def _gaps(history: list[Applied], shown: str) -> list[str]:
+def missing_ids(history: list[Applied]) -> list[str]:
     """Ids run 1, 2, 3... (a trigger numbers them): a gap is rows deleted. Gaps before a
-    repair's last mark were seen by it and are marked as lost."""
+    repair's last mark were seen by it and are marked as lost, so they are not listed."""
     marked = max((row.id for row in history if row.lost), default=0)
     missing, expected = [], 1
     for row in history:
         if row.id > expected and row.id > marked:
             missing.append(f"{expected}" if row.id == expected + 1 else f"{expected}-{row.id - 1}")
         expected = row.id + 1
-    if not missing:
+    return missing
+
+
+def _gaps(history: list[Applied], shown: str) -> list[str]:
+    if not (missing := missing_ids(history)):
         return []
     return [
         f"{shown} has gaps in its {HISTORY_TABLE} ids (missing: {', '.join(missing[:10])}): "
