@@ -91,7 +91,7 @@ class DeployOptions:
             return self
         if self.override is None:
             more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
-            raise CommandError(f"{problems[0]}{more}; nothing was run. {EMERGENCY}")
+            raise CommandError(f"{problems[0]}{more}. Nothing was run ({EMERGENCY})")
         for problem in problems:
             log.warning("override (%s): %s", self.override, problem)
         return DeployOptions(self.teardown, self.override, self.overridden + tuple(problems))

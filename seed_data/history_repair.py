@@ -122,12 +122,11 @@ def _repair(conn: sa.Connection, script: ScriptDirectory, shown: str) -> Repair:
             f"to {aside}"
         )
         exists = False
-    _make_table(conn, script)
+    disabled = conn.scalars(sa.text(TRIGGERS), {"table": HISTORY_TABLE}).all()
+    _make_table(conn, script)  # re-creates the triggers, enabled
     if not exists:
         result.done.append(f"made {HISTORY_TABLE} again, as its revisions make it")
-    for trigger in conn.scalars(sa.text(TRIGGERS), {"table": HISTORY_TABLE}).all():
-        conn.exec_driver_sql(f'ALTER TABLE {HISTORY_TABLE} ENABLE TRIGGER "{trigger}"')
-        result.done.append(f"enabled the trigger {trigger} again (it had been disabled)")
+    result.done += [f"enabled the trigger {name} again (it had been disabled)" for name in disabled]
     history = read_history(conn) or []
     result.lost = _lost(history, script, current, set(applied))
     if result.lost:
