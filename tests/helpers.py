@@ -178,13 +178,14 @@ def alembic_env(url: URL | str | None) -> dict[str, str]:
 
 
 def run_alembic(
-    *args: str, url: URL | str | None, timeout: float = 120
+    *args: str, url: URL | str | None, timeout: float = 120, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run the real ``alembic`` command, as an operator would, against ``url``."""
+    """Run the real ``alembic`` command, as an operator would, against ``url`` (``env``:
+    more environment variables)."""
     return subprocess.run(
         [str(ALEMBIC_BIN), *args],
         cwd=REPO_ROOT,
-        env=alembic_env(url),
+        env={**alembic_env(url), **(env or {})},
         capture_output=True,
         text=True,
         check=False,
