@@ -40,6 +40,7 @@ from seed_data.refdata.applied import (
     read_history,
 )
 from seed_data.refdata.errors import BadInput
+from seed_data.refdata.files import shown as shown_path
 from seed_data.refdata.lock import check_lock, file_checksum, lock_file
 from seed_data.refdata.state import current_revisions
 
@@ -110,7 +111,7 @@ def file_problems(script: ScriptDirectory) -> list[str]:
     except BadInput as error:
         return [str(error)]
     lock = lock_file(location)
-    versions = Path(script.versions)
+    versions = shown_path(Path(script.versions))
     problems = [
         f"{versions / name} differs from its line in {lock} (edited after it was locked): "
         f"restore the locked text (`git checkout -- {versions / name}`), or, if it has never "
@@ -139,12 +140,13 @@ def database_problems(conn: sa.Connection, script: ScriptDirectory, shown: str) 
     if history is None or missing_columns(conn):
         what = "no" if history is None else "a damaged"
         said = "" if history is None else f" (no column {', '.join(missing_columns(conn))})"
-        return [
+        # No override: the step's own row could not be written, so it would fail anyway.
+        raise CommandError(
             f"{shown} has {what} {HISTORY_TABLE} table{said}, though revision "
-            f"{HISTORY_REVISION} made it: no step could be recorded. Run `{REPAIR}` (it "
-            "restores the table, keeps the rows that survive and marks what was lost), then "
-            "deploy again"
-        ]
+            f"{HISTORY_REVISION} made it, so no step could be recorded: nothing was run. Run "
+            f"`{REPAIR}` (it restores the table, keeps the rows that survive and marks what "
+            "was lost), then deploy again"
+        )
     texts = known_texts_of(script)
     last = {row.revision: row for row in history if not row.lost}
     return [
@@ -162,10 +164,10 @@ def missing_columns(conn: sa.Connection) -> list[str]:
 def _ran_other_text(shown: str, script: ScriptDirectory, row: Applied) -> str:
     found = script.get_revision(row.revision)
     assert found is not None and found.path is not None
-    path = Path(script.versions) / Path(found.path).name
+    path = shown_path(Path(script.versions) / Path(found.path).name)
     return (
         f"{shown} ran revision {row.revision} from a text of {path} with SHA-256 "
-        f"{(row.checksum or '')[:SHOWN_DIGITS]}... ({row.when()}, by {row.who()}), and no "
+        f"{(row.checksum or '')[:SHOWN_DIGITS]}... (applied {row.when()} by {row.who()}), and no "
         f"text of that file in {lock_file(Path(script.dir))} has it (this checkout's: "
         f"{file_checksum(Path(found.path))[:SHOWN_DIGITS]}...): restore the file to the text "
         f"that ran (`git log -p -- {path}`), and see `refdata.py check --live`"
@@ -181,6 +183,8 @@ def offline_guard(start: tuple[str, ...], command: str, destination: str) -> str
     end psql's transaction early, so ``-1`` would not make it atomic anyway.)
     """
     expected = "ARRAY[" + ", ".join(f"'{r}'" for r in sorted(start)) + "]::text[]"
+    ends = [] if destination == "base" else destination.split(",")
+    arrived = "ARRAY[" + ", ".join(f"'{r}'" for r in sorted(ends)) + "]::text[]"
     written_for = ", ".join(sorted(start)) or "no revision (an empty database)"
     return f"""DO $guard$
 DECLARE
@@ -197,6 +201,11 @@ BEGIN
     ELSE
         SELECT coalesce(array_agg(version_num::text ORDER BY version_num), ARRAY[]::text[])
             INTO found FROM alembic_version;
+    END IF;
+    IF found = {arrived} THEN
+        RAISE EXCEPTION 'this script was written for a database at {written_for}, but this'
+            ' one is at {destination} already; nothing was changed'
+            USING HINT = 'There is nothing to run: it is where this script leads.';
     END IF;
     IF found IS DISTINCT FROM {expected} THEN
         RAISE EXCEPTION 'this script was written for a database at {written_for}, but this'

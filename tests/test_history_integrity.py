@@ -286,7 +286,7 @@ def test_repair_makes_a_dropped_table_again_and_marks_every_record_lost(
     assert (last["revision"], last["checksum"]) == (cut.name.split("_")[4], file_checksum(cut))
     result = workspace.refdata("check", "--live")
     assert result.code == 0, result.out
-    assert f"lost the record of {len(STEPS)} applied revision(s)" in result.out
+    assert f"lost the record of {len(STEPS)} revision(s)" in result.out
 
 
 def test_repair_keeps_surviving_rows_and_marks_deleted_ones_and_a_stamp_as_lost(
@@ -314,7 +314,7 @@ def test_repair_keeps_surviving_rows_and_marks_deleted_ones_and_a_stamp_as_lost(
     assert all(m["outcome"] == RECORD_LOST for m in marks)
     assert any("ids 2 were missing" in m["note"] for m in marks)
     result = workspace.refdata("check", "--live")
-    assert "lost the record of 2 applied revision(s)" in result.out
+    assert "lost the record of 2 revision(s)" in result.out
     # The history is accounted for; what the stamp hid (the cut never ran) still shows.
     (drift,) = [line for line in result.out.splitlines() if line.startswith("DRIFT: ")]
     assert "has reference rows that differ from head" in drift

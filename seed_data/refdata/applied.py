@@ -167,7 +167,8 @@ def history_findings(
         ], []
     texts = known_texts_of(script)
     drift = _gaps(history, shown)
-    unrecorded, lost = [], []
+    unrecorded: list[str] = []
+    lost: list[tuple[str, str]] = []
     for revision in [s.revision for s in script.walk_revisions("base", "heads")][::-1]:
         rows = [row for row in history if row.revision == revision]
         real = [row for row in rows if not row.lost]
@@ -177,7 +178,7 @@ def history_findings(
             drift.append(_edited(shown, script, last, texts(revision)))
         if revision not in applied:
             if marked is not None:
-                lost.append(f"{revision} ({marked.note})")
+                lost.append((revision, marked.note or ""))
             elif last is not None and last.direction == UPGRADE and last.outcome == APPLIED:
                 drift.append(
                     f"{shown} recorded revision {revision} as upgraded last (history id "
@@ -187,7 +188,7 @@ def history_findings(
                 )
             continue
         if marked is not None:
-            lost.append(f"{revision} ({marked.note})")
+            lost.append((revision, marked.note or ""))
         elif last is None:
             drift.append(
                 f"{shown} has no {HISTORY_TABLE} row for revision {revision}, which it has "
@@ -215,9 +216,13 @@ def history_findings(
             f"so which text of them ran is not recorded: {', '.join(unrecorded)}"
         )
     if lost:
+        by_note: dict[str, list[str]] = {}
+        for revision, note in lost:
+            by_note.setdefault(note, []).append(revision)
+        said = "; ".join(f"{', '.join(revs)} ({note})" for note, revs in by_note.items())
         notes.append(
-            f"{shown} lost the record of {len(lost)} applied revision(s), marked by a repair, so "
-            f"which text of them ran is not known: {'; '.join(lost)}"
+            f"{shown} lost the record of {len(lost)} revision(s), marked by a repair, so "
+            f"which text of them ran is not known: {said}"
         )
     return drift, notes
 
