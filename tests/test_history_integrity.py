@@ -30,11 +30,13 @@ from seed_data.migration_history import (
     KEPT_TABLES,
     NOT_RECORDED,
     RECORD_LOST,
+    SQL_SCRIPT,
 )
 from seed_data.refdata.lock import file_checksum, read_earlier
 from tests.demo_support import Loader
 from tests.helpers import (
     alembic_env,
+    apply_with_psql,
     current_revision,
     history_appended,
     history_rows,
@@ -43,6 +45,7 @@ from tests.helpers import (
     snapshot_rows,
 )
 from tests.refdata_support import Workspace, aim_database_url
+from tests.servers import PgServer
 
 STEPS = revision_steps()
 REVISION = {step.file_stem.split("_", 5)[-1]: step for step in STEPS}
@@ -121,6 +124,29 @@ def test_the_documented_rollback_keeps_the_history_and_the_demo_record(
     aim_database_url(monkeypatch, head_engine)
     result = workspace.refdata("check", "--live")
     assert result.code == 0, result.out
+
+
+def test_a_sql_script_after_the_rollback_records_each_step_once(
+    pg_server: PgServer, head_engine: sa.Engine, tmp_path: Path
+) -> None:
+    """Below the history revision the script cannot know whether the table was kept: psql
+    finds out, and writes each step's row where it is (and no not_recorded rows)."""
+    assert run_alembic("downgrade", ROLLBACK, url=head_engine.url).returncode == 0
+    result = run_alembic("upgrade", f"{ROLLBACK}:head", "--sql", url=None)
+    assert result.returncode == 0, result.stderr
+    script = tmp_path / "upgrade.sql"
+    script.write_text(result.stdout, encoding="utf-8")
+    with head_engine.connect() as conn:
+        history = history_rows(conn)
+
+    apply_with_psql(pg_server.bin_dir, head_engine, script)
+
+    with head_engine.connect() as conn:
+        added = history_appended(history, history_rows(conn))
+    above = [s.revision for s in STEPS[[s.revision for s in STEPS].index(ROLLBACK) + 1 :]]
+    assert [(r["revision"], r["direction"], r["method"]) for r in added] == [
+        (revision, "upgrade", SQL_SCRIPT) for revision in above
+    ]
 
 
 def test_a_database_built_by_the_released_history_revision_keeps_its_rows(
