@@ -183,6 +183,25 @@ def test_a_database_built_by_the_released_history_revision_keeps_its_rows(
     assert result.code == 0, result.out  # the released text is a text the lock knows
 
 
+def test_a_step_rolled_back_after_writing_its_row_leaves_no_gap_in_the_ids(
+    workspace: Workspace, head_engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ids have gaps only where rows were deleted: a caller's transaction rolled back after
+    its steps wrote their rows (as a commit that fails would) takes its ids back."""
+    add_tracker_cut(workspace)
+    config = workspace.config()
+    with head_engine.connect() as callers:
+        config.attributes["connection"] = callers
+        command.upgrade(config, "head")
+        callers.rollback()
+    command.upgrade(workspace.config(head_engine), "head")
+    with head_engine.connect() as conn:
+        ids = [row["id"] for row in history_rows(conn)]
+    assert ids == list(range(1, len(ids) + 1))
+    aim_database_url(monkeypatch, head_engine)
+    assert workspace.refdata("check", "--live").code == 0
+
+
 def _delete_revision(revision: str) -> str:
     return f"DELETE FROM {HISTORY_TABLE} WHERE revision = '{revision}'"
 
