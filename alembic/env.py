@@ -65,6 +65,7 @@ from seed_data.lock_discipline import (
 )
 from seed_data.migration_history import CALLERS_TRANSACTION, ONLINE, SQL_SCRIPT, Recorder
 from seed_data.models import Base
+from seed_data.refdata.state import SCRATCH_RUN
 
 config = context.config
 target_metadata = Base.metadata
@@ -104,8 +105,9 @@ COMMAND = getattr(context._proxy.context_opts.get("fn"), "__name__", None)  # ty
 
 
 def runs_revisions() -> bool:
-    """``alembic upgrade`` or ``downgrade`` (not ``current``, ``stamp`` or ``check``)."""
-    return COMMAND in ("upgrade", "downgrade")
+    """``alembic upgrade`` or ``downgrade`` (not ``current``, ``stamp`` or ``check``), and
+    not the reference toolkit's run on a scratch database of its own."""
+    return COMMAND in ("upgrade", "downgrade") and not config.attributes.get(SCRATCH_RUN)
 
 
 def validate_files() -> None:
