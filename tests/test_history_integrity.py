@@ -357,7 +357,9 @@ def test_repair_keeps_surviving_rows_and_marks_deleted_ones_and_a_stamp_as_lost(
     second = STEPS[1].revision  # its only row was id 2
     assert {m["revision"] for m in marks} == {cut, second}
     assert all(m["outcome"] == RECORD_LOST for m in marks)
-    assert any("ids 2 were missing" in m["note"] for m in marks)
+    notes = {m["revision"]: m["note"] for m in marks}
+    assert "ids 2 were missing" in notes[cut] and "is a downgrade" in notes[cut]
+    assert "its history rows are gone" in notes[second]
     result = workspace.refdata("check", "--live")
     assert "lost the record of 2 revision(s)" in result.out
     # The history is accounted for; what the stamp hid (the cut never ran) still shows.
