@@ -220,16 +220,20 @@ def insert_account(
     )
 
 
-def apply_with_psql(bin_dir: Path, engine: sa.Engine, script: Path) -> None:
-    """Run a SQL script with psql, as a DBA would: stop at the first error."""
+def run_psql(
+    bin_dir: Path, engine: sa.Engine, script: Path, *options: str
+) -> subprocess.CompletedProcess[str]:
+    """Run a SQL script with psql, as a DBA would: stop at the first error (``options``:
+    more of psql's, such as ``-1``)."""
     target, env = libpq_connection(engine.url)
-    result = subprocess.run(
+    return subprocess.run(
         [
             str(bin_dir / "psql"),
             "--no-psqlrc",
             "--quiet",
             "-v",
             "ON_ERROR_STOP=1",
+            *options,
             "-f",
             str(script),
             target,
@@ -239,4 +243,9 @@ def apply_with_psql(bin_dir: Path, engine: sa.Engine, script: Path) -> None:
         env={**env, "PGCLIENTENCODING": "UTF8"},
         check=False,
     )
+
+
+def apply_with_psql(bin_dir: Path, engine: sa.Engine, script: Path) -> None:
+    """:func:`run_psql`, which must succeed."""
+    result = run_psql(bin_dir, engine, script)
     assert result.returncode == 0, f"psql -f {script.name} failed:\n{result.stderr}"

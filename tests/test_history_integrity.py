@@ -67,6 +67,17 @@ def add_tracker_cut(workspace: Workspace) -> Path:
     return workspace.add_revision("tracker cut", *TRACKER_CUT)
 
 
+def stamp_over_a_downgrade(workspace: Workspace, engine: sa.Engine) -> str:
+    """A revision upgraded, downgraded, then stamped as applied: the database says it is
+    not, alembic_version says it is. Returns its id."""
+    cut = add_tracker_cut(workspace).name.split("_")[4]
+    config = workspace.config(engine)
+    command.upgrade(config, "head")
+    command.downgrade(config, "-1")
+    command.stamp(config, "head")
+    return cut
+
+
 def tamper(engine: sa.Engine, *statements: str) -> None:
     """What a superuser can do: the append-only triggers off, statements, triggers on."""
     with engine.begin() as conn:
@@ -260,11 +271,7 @@ def test_check_live_reports_tampering_with_the_history_as_drift(
 def test_check_live_reports_a_stamp_over_a_downgrade(
     workspace: Workspace, head_engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cut = add_tracker_cut(workspace).name.split("_")[4]
-    config = workspace.config(head_engine)
-    command.upgrade(config, "head")
-    command.downgrade(config, "-1")
-    command.stamp(config, "head")  # says the cut is applied; the database says otherwise
+    cut = stamp_over_a_downgrade(workspace, head_engine)
     aim_database_url(monkeypatch, head_engine)
 
     result = workspace.refdata("check", "--live")
@@ -337,11 +344,7 @@ def test_repair_makes_a_dropped_table_again_and_marks_every_record_lost(
 def test_repair_keeps_surviving_rows_and_marks_deleted_ones_and_a_stamp_as_lost(
     workspace: Workspace, head_engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cut = add_tracker_cut(workspace).name.split("_")[4]
-    config = workspace.config(head_engine)
-    command.upgrade(config, "head")
-    command.downgrade(config, "-1")
-    command.stamp(config, "head")
+    cut = stamp_over_a_downgrade(workspace, head_engine)
     tamper(head_engine, f"DELETE FROM {HISTORY_TABLE} WHERE id = 2")
     with head_engine.begin() as conn:  # and the append-only trigger left off
         conn.exec_driver_sql(f"ALTER TABLE {HISTORY_TABLE} DISABLE TRIGGER {APPEND_ONLY[0]}")

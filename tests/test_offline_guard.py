@@ -13,18 +13,17 @@ from __future__ import annotations
 
 import re
 import shlex
-import subprocess
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from alembic import command
 
-from seed_data.db import libpq_connection
 from tests.helpers import (
     config_for,
     current_revision,
     run_alembic,
+    run_psql,
     schema_fingerprint,
     snapshot_rows,
 )
@@ -32,30 +31,6 @@ from tests.live_support import BEFORE_IT, SEQUENCE_NUMBERS, numbering_problems, 
 from tests.servers import PgServer
 
 HINT = re.compile(r"^HINT:  (.*)$", re.MULTILINE)
-
-
-def psql(
-    bin_dir: Path, engine: sa.Engine, script: Path, *options: str
-) -> subprocess.CompletedProcess[str]:
-    """psql as a DBA runs a script: stop at the first error."""
-    target, env = libpq_connection(engine.url)
-    return subprocess.run(
-        [
-            str(bin_dir / "psql"),
-            "--no-psqlrc",
-            "-v",
-            "ON_ERROR_STOP=1",
-            *options,
-            "-f",
-            str(script),
-            target,
-        ],
-        capture_output=True,
-        text=True,
-        env={**env, "PGCLIENTENCODING": "UTF8"},
-        check=False,
-        timeout=120,
-    )
 
 
 def offline_script(folder: Path, *args: str) -> Path:
@@ -88,7 +63,7 @@ def test_a_script_applied_at_another_revision_changes_nothing_and_says_what_to_r
     with head_engine.connect() as conn:
         head = current_revision(conn)
 
-    result = psql(pg_server.bin_dir, head_engine, script)
+    result = run_psql(pg_server.bin_dir, head_engine, script)
 
     assert result.returncode == 3, result.stdout
     assert (
@@ -107,7 +82,7 @@ def test_a_script_under_psql_single_transaction_changes_nothing(
     before = state(before_sequence_numbers)
 
     for option in ("-1", "--single-transaction"):
-        result = psql(pg_server.bin_dir, before_sequence_numbers, script, option)
+        result = run_psql(pg_server.bin_dir, before_sequence_numbers, script, option)
         assert result.returncode == 3, result.stdout
         assert "this script is running inside a transaction block" in result.stderr
         (hint,) = HINT.findall(result.stderr)
@@ -124,7 +99,7 @@ def test_a_script_stopped_after_its_add_constraint_steps_finishes_when_run_again
     added = text.index("ADD CONSTRAINT ck_messages_sequence_no_not_null")
     stopped = tmp_path / "stopped.sql"
     stopped.write_text(text[: text.index("COMMIT;", added) + len("COMMIT;")] + "\n")
-    assert psql(pg_server.bin_dir, before_sequence_numbers, stopped).returncode == 0
+    assert run_psql(pg_server.bin_dir, before_sequence_numbers, stopped).returncode == 0
     with before_sequence_numbers.connect() as conn:
         assert current_revision(conn) == BEFORE_IT
         assert (
@@ -136,7 +111,7 @@ def test_a_script_stopped_after_its_add_constraint_steps_finishes_when_run_again
             == 1
         )
 
-    result = psql(pg_server.bin_dir, before_sequence_numbers, script)
+    result = run_psql(pg_server.bin_dir, before_sequence_numbers, script)
 
     assert result.returncode == 0, result.stderr
     with pg_server.database() as online:
@@ -153,7 +128,7 @@ def test_a_script_stopped_between_revisions_names_the_script_that_finishes_it(
     command.upgrade(config_for(before_sequence_numbers), SEQUENCE_NUMBERS)  # then it stopped
     before = state(before_sequence_numbers)
 
-    result = psql(pg_server.bin_dir, before_sequence_numbers, script)
+    result = run_psql(pg_server.bin_dir, before_sequence_numbers, script)
 
     assert result.returncode == 3 and state(before_sequence_numbers) == before
     (hint,) = HINT.findall(result.stderr)
@@ -161,7 +136,7 @@ def test_a_script_stopped_between_revisions_names_the_script_that_finishes_it(
     assert command_line is not None, hint
     assert command_line[1].startswith(f"upgrade {SEQUENCE_NUMBERS}:")
     finishing = offline_script(tmp_path, *shlex.split(command_line[1])[:-1])
-    assert psql(pg_server.bin_dir, before_sequence_numbers, finishing).returncode == 0
+    assert run_psql(pg_server.bin_dir, before_sequence_numbers, finishing).returncode == 0
     with pg_server.database() as online:
         command.upgrade(config_for(online), "head")
         with before_sequence_numbers.connect() as offline, online.connect() as live:
