@@ -14,7 +14,11 @@
   ``config.attributes["connection"]`` belongs to the caller: we neither lock nor commit on
   it, and revisions take their transactional path (``autocommit_allowed`` is False).
 * Every step, in every mode, appends a row to ``migration_history`` in its own transaction
-  (``seed_data.migration_history``), ``--sql`` scripts included.
+  (``seed_data.migration_history``), ``--sql`` scripts included; a step that fails after
+  committing part of its work leaves a ``partly_applied`` row.
+* ``upgrade`` and ``downgrade`` validate before their first step (``seed_data.deploy_checks``):
+  revision files against the lock, the database's history against the files; a ``--sql``
+  script starts by checking where psql runs it.
 """
 
 from __future__ import annotations
@@ -42,6 +46,13 @@ from seed_data.db import (
     redact,
 )
 from seed_data.db_errors import QUERY_CANCELED, classify, first_line, shorten_in_use, sqlstate
+from seed_data.deploy_checks import (
+    DeployOptions,
+    database_problems,
+    file_problems,
+    lock_settings,
+    offline_guard,
+)
 from seed_data.lock_discipline import (
     RETRIED_SQLSTATES,
     BlockerWatch,
@@ -55,6 +66,7 @@ from seed_data.lock_discipline import (
 from seed_data.migration_history import CALLERS_TRANSACTION, ONLINE, SQL_SCRIPT, Recorder
 from seed_data.models import Base
 from seed_data.refdata.heads import ambiguous_downgrade
+from seed_data.refdata.state import SCRATCH_RUN
 
 config = context.config
 target_metadata = Base.metadata
@@ -79,9 +91,55 @@ COMMON_OPTIONS = {
 def read_settings() -> LockSettings:
     """Timeouts and batch size from -x and the environment; refused before anything runs."""
     try:
-        return LockSettings.from_sources(context.get_x_argument(as_dictionary=True))
+        return LockSettings.from_sources(lock_settings(context.get_x_argument(as_dictionary=True)))
     except SettingsError as error:
         raise CommandError(str(error)) from None
+
+
+# The deploy's own -x settings, and what its validation overrode (recorded with each step).
+deploy = DeployOptions()
+
+
+# The alembic command running this file (the name of the function it hands to env.py),
+# read before configure() wraps that function: "upgrade", "downgrade", "do_stamp"...
+COMMAND = getattr(context._proxy.context_opts.get("fn"), "__name__", None)  # type: ignore[attr-defined]
+
+
+def runs_revisions() -> bool:
+    """``alembic upgrade`` or ``downgrade`` (not ``current``, ``stamp`` or ``check``), and
+    not the reference toolkit's run on a scratch database of its own."""
+    return COMMAND in ("upgrade", "downgrade") and not config.attributes.get(SCRATCH_RUN)
+
+
+def validate_files() -> None:
+    """Before anything connects: the -x deploy settings, and the revision files."""
+    global deploy
+    deploy = DeployOptions.from_x(context.get_x_argument(as_dictionary=True))
+    if runs_revisions():
+        deploy = deploy.refuse(file_problems(context.script))
+
+
+def validate_database(connection: Connection) -> None:
+    """Before the first step, under the deploy lock: the database's history (read only)."""
+    global deploy
+    if runs_revisions():
+        shown = redact(connection.engine.url)
+        deploy = deploy.refuse(database_problems(connection, context.script, shown))
+
+
+def guard_offline_script() -> None:
+    """A --sql script's first statement checks where psql runs it (before the SET lines)."""
+    if not runs_revisions():
+        return
+    start = context.get_starting_revision_argument()
+    destination = context.get_revision_argument()
+    context.execute(
+        offline_guard(
+            tuple([start] if isinstance(start, str) else start or ()),
+            str(COMMAND),
+            ",".join([destination] if isinstance(destination, str) else destination or ["base"]),
+        )
+    )
 
 
 def configure(method: str, wrap: Callable[[Any], Any] | None = None, **options: Any) -> None:
@@ -90,11 +148,21 @@ def configure(method: str, wrap: Callable[[Any], Any] | None = None, **options: 
     ``wrap`` goes around the command's step function first (the lock-safe path's retries),
     so that the history sees each step once, however many attempts it took.
     """
+    options.update(deploy.revision_options())
     context.configure(**options)
     steps = context.get_context().opts.get("fn")
     if steps is None:
         return
-    recorder = Recorder(context.script, method, as_sql=context.is_offline_mode())
+    global recorder
+    recorder = Recorder(
+        context.script,
+        method,
+        as_sql=context.is_offline_mode(),
+        note=deploy.note(),
+        teardown=deploy.teardown,
+    )
+    if method == ONLINE:
+        event.listen(options["connection"], "commit", recorder.on_commit)
     # A caller's own callbacks too (refdata.py's replay reads the rows each step leaves).
     callbacks = config.attributes.get("on_version_apply", [])
     context.configure(
@@ -104,8 +172,27 @@ def configure(method: str, wrap: Callable[[Any], Any] | None = None, **options: 
     )
 
 
+recorder: Recorder | None = None  # the run's, once configured
+
+
+@contextlib.contextmanager
+def partly_applied_recorded(engine: Engine) -> Iterator[None]:
+    """A run that fails after a step committed part of its work (backfill batches, say)
+    leaves a ``partly_applied`` row for that step, so the history shows it."""
+    try:
+        yield
+    except CommandError as error:
+        try:
+            if recorder is not None:
+                recorder.record_partial(engine, str(error))
+        except exc.SQLAlchemyError as unrecorded:  # the server is gone, say: the error stands
+            log.warning("could not record the partly applied step: %s", first_line(unrecorded))
+        raise
+
+
 def run_migrations_offline(settings: LockSettings) -> None:
     """Write the SQL to stdout (``alembic upgrade head --sql``); no database is needed."""
+    validate_files()
     configure(
         SQL_SCRIPT,
         dialect_name="postgresql",
@@ -114,6 +201,7 @@ def run_migrations_offline(settings: LockSettings) -> None:
         **COMMON_OPTIONS,
         **settings.revision_options(autocommit_allowed=True),
     )
+    guard_offline_script()
     # psql does not retry, so every wait may last as long as the longest online attempt.
     for name, value in settings.session_settings(settings.lock_timeout_max).items():
         context.execute(f"SET {name} = '{value}'")
@@ -286,8 +374,10 @@ def own_engine() -> Engine:
 
 
 def run_migrations_online(settings: LockSettings) -> None:
+    validate_files()
     given = config.attributes.get("connection")
     if isinstance(given, Connection):
+        validate_database(given)
         run_in_callers_transaction(given, settings)
         return
 
@@ -311,10 +401,13 @@ def run_migrations_online(settings: LockSettings) -> None:
             if connection.in_transaction():
                 # An engine-like wrapper handed back a caller's open connection (pytest-
                 # alembic's experimental tests do): that transaction is theirs, as above.
+                validate_database(connection)
                 run_in_callers_transaction(connection, settings)
                 return
             try:
-                with migration_lock(connection):
+                with migration_lock(connection), partly_applied_recorded(engine):
+                    validate_database(connection)
+                    connection.rollback()  # only read: alembic begins its own transactions
                     run_lock_safe(connection, engine, settings)
             except exc.DBAPIError as error:  # taking or releasing the deploy lock
                 raise failure(error, engine.url) from error

@@ -262,7 +262,10 @@ class MigrationHistory(Base):
 
     ``method`` says how the step ran; ``not_recorded`` marks a revision applied before
     the history began (no checksum, no times: the revision's CHECK
-    ``recorded_or_not`` holds rows to that).
+    ``recorded_or_not`` holds rows to that). ``outcome`` says whether the step committed
+    (``applied``), failed after committing part of its work (``partly_applied``), or is a
+    repair's mark of a lost record (``record_lost``); ``note`` says why. Downgrades keep
+    the table; ids have no gaps (a trigger numbers the rows).
     """
 
     __tablename__ = "migration_history"
@@ -288,6 +291,8 @@ class MigrationHistory(Base):
     application_name: Mapped[str | None] = mapped_column(Text)
     client_addr: Mapped[str | None] = mapped_column(INET)
     project_version: Mapped[str | None] = mapped_column(Text)
+    outcome: Mapped[str] = mapped_column(Text, server_default="applied")
+    note: Mapped[str | None] = mapped_column(Text)
 
 
 # Every model marked ReferenceData, parents before the tables whose rows point at them.

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from seed_data.db import REPO_ROOT
 from seed_data.demo import cli
 from seed_data.demo.generate import TABLES
+from seed_data.environment import ENVIRONMENT_VARIABLES
 from tests.helpers import alembic_env, snapshot_rows
 
 LOAD_FIXTURES = REPO_ROOT / "scripts" / "load_fixtures.py"
@@ -53,7 +54,7 @@ class Loader:
         self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp: Path
     ):
         self.monkeypatch, self.capsys, self.tmp = monkeypatch, capsys, tmp
-        for name in cli.ENVIRONMENT_VARIABLES:
+        for name in ENVIRONMENT_VARIABLES:
             monkeypatch.delenv(name, raising=False)
 
     def __call__(self, target: sa.Engine | str, *args: str) -> Result:
@@ -74,7 +75,7 @@ def run_script(url: sa.URL, *args: str, **popen: object) -> subprocess.Popen[str
     return subprocess.Popen(
         [sys.executable, str(LOAD_FIXTURES), *args],
         cwd=REPO_ROOT,
-        env={k: v for k, v in alembic_env(url).items() if k not in cli.ENVIRONMENT_VARIABLES},
+        env={k: v for k, v in alembic_env(url).items() if k not in ENVIRONMENT_VARIABLES},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

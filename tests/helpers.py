@@ -16,7 +16,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import URL
 
 from seed_data.db import REPO_ROOT, libpq_connection
-from seed_data.migration_history import HISTORY_TABLE
+from seed_data.migration_history import HISTORY_TABLE, KEPT_TABLES
 
 ALEMBIC_INI = REPO_ROOT / "alembic.ini"
 ALEMBIC_BIN = Path(sys.executable).with_name("alembic")
@@ -88,7 +88,11 @@ def history_rows(conn: sa.Connection) -> list[dict[str, Any]]:
 def history_appended(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> list[dict]:
     """The rows appended to ``migration_history`` between two reads; the rows read first
     must be untouched (the table is append-only)."""
-    assert after[: len(before)] == before, "migration_history rows changed: it is append-only"
+    # Compared on the columns the first read had (a revision may have added columns since).
+    columns = set(before[0]) if before else set()
+    assert [{k: v for k, v in row.items() if k in columns} for row in after[: len(before)]] == (
+        before
+    ), "migration_history rows changed: it is append-only"
     return after[len(before) :]
 
 
@@ -120,15 +124,40 @@ SCHEMA_QUERIES = {
 }
 
 
-def schema_fingerprint(conn: sa.Connection) -> dict[str, list[str]]:
+def schema_fingerprint(conn: sa.Connection, *, kept: bool = True) -> dict[str, list[str]]:
     """Tables, columns, constraints, indexes and functions of the public schema, sorted.
 
     alembic_version is left out: it is alembic's bookkeeping, created on the first run and
     kept (empty) after a downgrade to base; its rows are in :func:`snapshot_rows`.
+    ``kept=False`` leaves out the tables downgrades keep (``KEPT_TABLES``) and their
+    triggers' functions: compare those on their own across downgrades.
     """
-    return {
+    found = {
         kind: sorted(conn.scalars(sa.text(query)).all()) for kind, query in SCHEMA_QUERIES.items()
     }
+    if kept:
+        return found
+    functions = set(
+        conn.scalars(
+            sa.text(
+                "SELECT tgfoid::regprocedure::text FROM pg_trigger"
+                " WHERE tgrelid::regclass::text = ANY(:tables)"
+            ),
+            {"tables": list(KEPT_TABLES)},
+        )
+    )
+    of_kept = {
+        "columns": lambda item: item.split(".")[0] in KEPT_TABLES,
+        "constraints": lambda item: item.split(" ")[0] in KEPT_TABLES,
+        "indexes": lambda item: any(f" ON public.{t} " in item for t in KEPT_TABLES),
+        "functions": lambda item: item.split(" ")[0] in functions,
+    }
+    return {kind: [i for i in items if not of_kept[kind](i)] for kind, items in found.items()}
+
+
+def kept_tables(conn: sa.Connection) -> dict[str, list[str]]:
+    """The rows of the tables downgrades keep (absent ones left out)."""
+    return {t: rows for t, rows in snapshot_rows(conn).items() if t in KEPT_TABLES}
 
 
 def current_revision(conn: sa.Connection) -> str | None:
@@ -149,13 +178,14 @@ def alembic_env(url: URL | str | None) -> dict[str, str]:
 
 
 def run_alembic(
-    *args: str, url: URL | str | None, timeout: float = 120
+    *args: str, url: URL | str | None, timeout: float = 120, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run the real ``alembic`` command, as an operator would, against ``url``."""
+    """Run the real ``alembic`` command, as an operator would, against ``url`` (``env``:
+    more environment variables)."""
     return subprocess.run(
         [str(ALEMBIC_BIN), *args],
         cwd=REPO_ROOT,
-        env=alembic_env(url),
+        env={**alembic_env(url), **(env or {})},
         capture_output=True,
         text=True,
         check=False,
@@ -190,16 +220,20 @@ def insert_account(
     )
 
 
-def apply_with_psql(bin_dir: Path, engine: sa.Engine, script: Path) -> None:
-    """Run a SQL script with psql, as a DBA would: stop at the first error."""
+def run_psql(
+    bin_dir: Path, engine: sa.Engine, script: Path, *options: str
+) -> subprocess.CompletedProcess[str]:
+    """Run a SQL script with psql, as a DBA would: stop at the first error (``options``:
+    more of psql's, such as ``-1``)."""
     target, env = libpq_connection(engine.url)
-    result = subprocess.run(
+    return subprocess.run(
         [
             str(bin_dir / "psql"),
             "--no-psqlrc",
             "--quiet",
             "-v",
             "ON_ERROR_STOP=1",
+            *options,
             "-f",
             str(script),
             target,
@@ -209,4 +243,9 @@ def apply_with_psql(bin_dir: Path, engine: sa.Engine, script: Path) -> None:
         env={**env, "PGCLIENTENCODING": "UTF8"},
         check=False,
     )
+
+
+def apply_with_psql(bin_dir: Path, engine: sa.Engine, script: Path) -> None:
+    """:func:`run_psql`, which must succeed."""
+    result = run_psql(bin_dir, engine, script)
     assert result.returncode == 0, f"psql -f {script.name} failed:\n{result.stderr}"

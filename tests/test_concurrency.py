@@ -25,15 +25,20 @@ from tests.helpers import (
 from tests.servers import PgServer
 
 
-def advisory_locks(conn: sa.Connection, *, granted: bool | None = None) -> int:
-    """How many advisory locks in this database are held (granted) or awaited (not)."""
+def advisory_locks(
+    conn: sa.Connection, *, granted: bool | None = None, key: int | None = None
+) -> int:
+    """How many advisory locks in this database are held (granted) or awaited (not); with
+    ``key``, only those on that (bigint) key."""
     return conn.scalar(
         sa.text(
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
             " AND (CAST(:granted AS boolean) IS NULL OR granted = :granted)"
+            " AND (CAST(:key AS bigint) IS NULL"
+            "      OR (classid::bigint << 32 | objid::bigint) = :key AND objsubid = 1)"
             " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
         ),
-        {"granted": granted},
+        {"granted": granted, "key": key},
     )
 
 
@@ -90,11 +95,16 @@ def test_callers_connection_is_neither_committed_nor_locked(engine: sa.Engine) -
         command.upgrade(config, "head")
         assert callers.in_transaction(), "env.py must leave the caller's transaction open"
         with engine.connect() as other:
-            assert advisory_locks(other) == 0, "env.py locked on the caller's connection"
+            # The history's rows take their ids under a transaction-level advisory lock
+            # (part of the caller's transaction, gone with it); the deploy lock is not taken.
+            assert advisory_locks(other, key=MIGRATION_LOCK_KEY) == 0, (
+                "env.py took the deploy lock on the caller's connection"
+            )
             assert current_revision(other) is None, "env.py committed the caller's transaction"
         callers.rollback()
     with engine.connect() as conn:
         assert snapshot_rows(conn) == {}, "the caller's rollback must undo the whole upgrade"
+        assert advisory_locks(conn) == 0, "a lock outlived the caller's transaction"
 
 
 def test_an_unknown_connection_object_is_refused_not_ignored() -> None:

@@ -238,11 +238,13 @@ def test_a_cancelled_index_build_is_rebuilt_by_the_next_run(
     how: str,
 ) -> None:
     engine = before_sequence_numbers
+    # Without the tables downgrades keep (the history, the demo record): the upgrade to
+    # head before a downgrade made them, and they stay.
     with engine.connect() as conn:
-        expected = schema_fingerprint(conn)
+        expected = schema_fingerprint(conn, kept=False)
     if direction == "upgrade":
         with head_engine.connect() as conn:
-            expected = schema_fingerprint(conn)
+            expected = schema_fingerprint(conn, kept=False)
     else:
         assert run_alembic("upgrade", "head", url=engine.url).returncode == 0
 
@@ -264,7 +266,7 @@ def test_a_cancelled_index_build_is_rebuilt_by_the_next_run(
     assert result.returncode == 0, result.stderr
     with engine.connect() as conn:
         assert conn.scalars(sa.text(INVALID_INDEXES)).all() == []
-        assert schema_fingerprint(conn) == expected
+        assert schema_fingerprint(conn, kept=False) == expected
         if direction == "upgrade":
             assert numbering_problems(conn) == []
         assert messages(conn) == EXISTING

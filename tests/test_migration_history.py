@@ -17,12 +17,14 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 
 from seed_data.db import REPO_ROOT
 from seed_data.migration_history import (
     CALLERS_TRANSACTION,
     HISTORY_REVISION,
     ONLINE,
+    PARTLY_APPLIED,
     SQL_SCRIPT,
     project_version,
 )
@@ -168,7 +170,7 @@ def downgrade() -> None:
 '''
 
 
-def test_a_step_that_commits_midway_is_recorded_with_its_last_transaction(
+def test_a_step_that_fails_after_committing_part_is_recorded_as_partly_applied(
     workspace: Workspace, head_engine: sa.Engine
 ) -> None:
     script = command.revision(workspace.config(), message="commits midway")
@@ -190,15 +192,37 @@ def test_a_step_that_commits_midway_is_recorded_with_its_last_transaction(
         assert conn.scalar(sa.text("SELECT to_regclass('committed_midway') IS NOT NULL")), (
             "the autocommit block's work should have been committed"
         )
-        assert current_revision(conn) == HISTORY_REVISION
-        assert history_rows(conn) == before, "a step that failed after committing part left a row"
+        assert current_revision(conn) == script.down_revision
+        (partial,) = added(before, head_engine)
+        assert (partial["revision"], partial["direction"], partial["outcome"]) == (
+            script.revision,
+            "upgrade",
+            PARTLY_APPLIED,
+        ), "a step that failed after committing part of its work must say so in the history"
+        assert partial["checksum"] == file_checksum(Path(script.path))
+        assert "division by zero" in partial["note"] and "committed" in partial["note"]
         conn.exec_driver_sql(f'ALTER DATABASE "{database}" RESET test.fail_late')
         conn.commit()
 
     command.upgrade(config, "head")
-    assert steps_of(added(before, head_engine)) == [(script.revision, "upgrade", ONLINE)]
+    rows = added(before, head_engine)
+    assert [(r["revision"], r["outcome"]) for r in rows] == [
+        (script.revision, PARTLY_APPLIED),
+        (script.revision, "applied"),
+    ]
     with head_engine.connect() as conn:
         assert committed_with_alembic_version(conn)
+
+
+def test_a_failed_step_that_committed_nothing_leaves_no_row(
+    workspace: Workspace, head_engine: sa.Engine
+) -> None:
+    workspace.add_revision("fails", "SELECT 1 / 0", "SELECT 1")
+    with head_engine.connect() as conn:
+        before = history_rows(conn)
+    result = run_alembic("-c", str(workspace.ini), "upgrade", "head", url=head_engine.url)
+    assert result.returncode != 0 and "division by zero" in result.stdout
+    assert added(before, head_engine) == [], "a step rolled back whole is not partly applied"
 
 
 def test_in_a_callers_transaction_the_rows_are_the_callers(engine: sa.Engine) -> None:
@@ -227,11 +251,11 @@ def sql_script(workspace: Workspace, direction: str, span: str, folder: Path) ->
 def test_sql_scripts_record_upgrades_and_downgrades_when_psql_runs_them(
     workspace: Workspace, pg_server: PgServer, head_engine: sa.Engine, tmp_path: Path
 ) -> None:
+    parent = ScriptDirectory.from_config(workspace.config()).get_current_head()
     cut = workspace.add_revision("tracker cut", *TRACKER_CUT)
     revision = cut.name.split("_")[4]
-    span = f"{HISTORY_REVISION}:{revision}"
-    upgrade = sql_script(workspace, "upgrade", span, tmp_path)
-    downgrade = sql_script(workspace, "downgrade", f"{revision}:{HISTORY_REVISION}", tmp_path)
+    upgrade = sql_script(workspace, "upgrade", f"{parent}:{revision}", tmp_path)
+    downgrade = sql_script(workspace, "downgrade", f"{revision}:{parent}", tmp_path)
     assert "INSERT INTO migration_history" in downgrade.read_text()
     with head_engine.connect() as conn:
         before = history_rows(conn)

@@ -8,10 +8,11 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 
-from seed_data.migration_history import NOT_RECORDED, SQL_SCRIPT, project_version
+from seed_data.migration_history import KEPT_TABLES, NOT_RECORDED, SQL_SCRIPT, project_version
 from tests.helpers import (
     apply_with_psql,
     config_for,
+    history_appended,
     history_rows,
     history_steps,
     revision_steps,
@@ -74,18 +75,25 @@ def same_step(row: dict) -> tuple[str, str, str | None]:
     return row["revision"], row["direction"], row["checksum"]
 
 
-def test_offline_downgrade_to_base_leaves_an_empty_schema(
+def test_offline_downgrade_to_base_leaves_only_the_kept_records(
     pg_server: PgServer, offline_scripts: dict[str, Path], engine: sa.Engine
 ) -> None:
     command.upgrade(config_for(engine), "head")
+    with engine.connect() as conn:
+        history = history_rows(conn)
     apply_with_psql(pg_server.bin_dir, engine, offline_scripts["downgrade"])
     with engine.connect() as conn:
-        assert snapshot_rows(conn) == {}
-        schema = schema_fingerprint(conn)
+        assert set(snapshot_rows(conn)) == set(KEPT_TABLES)
+        schema = schema_fingerprint(conn, kept=False)
+        after = history_rows(conn)
     leftovers = {kind: items for kind, items in schema.items() if items}
     # alembic keeps its (now empty) version table after a downgrade to base.
     assert set(leftovers) <= {"columns", "constraints", "indexes"}
     assert all("alembic_version" in item for items in leftovers.values() for item in items)
+    # Every step the script took back is recorded, below the history revision too.
+    assert [(r["revision"], r["direction"]) for r in history_appended(history, after)] == [
+        (s.revision, "downgrade") for s in reversed(revision_steps())
+    ]
 
 
 def test_offline_backfill_numbers_rows_as_the_online_upgrade_does(

@@ -257,6 +257,7 @@ def test_heads_whose_order_matters_are_a_conflict_though_no_row_is_on_both(
 def test_disjoint_heads_give_the_same_rows_in_either_order_and_merge(
     workspace: Workspace, pg_server: PgServer, head_template: str
 ) -> None:
+    ancestor = ScriptDirectory.from_config(workspace.config()).get_current_head()
     heads = make_heads(
         workspace,
         ("tracker cut", rate("tracker_mortgage", "4.49"), rate("tracker_mortgage", "4.74")),
@@ -268,7 +269,7 @@ def test_disjoint_heads_give_the_same_rows_in_either_order_and_merge(
     assert result.code == 1
     assert result.out.endswith(
         f"that change different reference rows or fields since their common ancestor"
-        f" {HISTORY_REVISION}, and give the same rows in either order: safe to merge: run"
+        f" {ancestor}, and give the same rows in either order: safe to merge: run"
         " `refdata.py merge -m MSG`\n"
     )
     result = workspace.refdata("revision", "-m", "on which head?")

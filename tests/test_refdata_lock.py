@@ -38,7 +38,10 @@ def test_a_missing_lock_file_is_said_as_such_and_never_silently_rebuilt(
         assert not files_workspace.lock.exists(), "a missing lock must not be re-recorded"
 
     assert files_workspace.refdata("lock", "--init").code == 0
-    assert files_workspace.lock.read_text(encoding="utf-8") == original
+    # A new lock records today's files; earlier texts are history it cannot know.
+    assert lines(files_workspace) == [
+        line for line in original.splitlines() if not line.startswith("#")
+    ]
     result = files_workspace.refdata("lock", "--init")
     assert result.code == 2 and "already exists" in result.err
 
@@ -83,7 +86,10 @@ def test_a_file_recorded_twice_with_different_checksums_is_refused(
 def test_binary_mode_lines_crlf_and_duplicates_are_accepted(files_workspace: Workspace) -> None:
     """``sha256sum -b`` writes ``<digest> *<name>``; a union merge may repeat a line."""
     original = lines(files_workspace)
-    binary = [f"{line.split()[0]} *{line.split()[1]}" for line in original]
+    binary = [
+        line if line.startswith("#") else f"{line.split()[0]} *{line.split()[1]}"
+        for line in original
+    ]
     files_workspace.lock.write_bytes(("\r\n".join([*binary, original[0]]) + "\r\n").encode())
 
     assert check_lock(files_workspace.root / "alembic").problems() == []

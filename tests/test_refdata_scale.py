@@ -210,17 +210,30 @@ def test_an_edited_data_file_is_refused_before_the_revision_changes_anything(
     with head_engine.connect() as conn:
         before = snapshot_rows(conn)
 
-    done = run_alembic("-c", str(workspace.ini), "upgrade", "head", url=head_engine.url)
+    # The deploy's validation refuses it first; overridden, the revision's own check does.
+    refusals = {
+        (): f"FAILED: {data} differs from its line in {workspace.lock} (edited after it was "
+        f"locked): restore it (`git checkout -- {data}`): a revision's rows never change",
+        ("-x", "override=testing the last line of defence"): (
+            f"FAILED: {data} is not the file this revision was written with (its SHA-256 "
+            "differs): restore it from git"
+        ),
+    }
+    for options, refusal in refusals.items():
+        done = run_alembic(
+            "-c", str(workspace.ini), *options, "upgrade", "head", url=head_engine.url
+        )
 
-    assert done.returncode != 0 and "Traceback" not in done.stderr
-    line = one_line(done.stdout)
-    assert line.startswith(f"FAILED: {data} is not the file this revision was written with")
-    assert "restore it from git" in line
-    with head_engine.connect() as conn:
-        assert snapshot_rows(conn) == before, "nothing may change"
+        assert done.returncode != 0 and "Traceback" not in done.stderr
+        assert one_line(done.stdout).startswith(refusal), done.stdout
+        with head_engine.connect() as conn:
+            assert snapshot_rows(conn) == before, "nothing may change"
     result = workspace.refdata("check")
     assert result.code == 1
-    assert f"{generated.stem}/faqs.added.jsonl was edited after it was recorded" in result.out
+    assert (
+        f"{generated.stem}/faqs.added.jsonl was edited after it was recorded in "
+        f"{workspace.lock}: restore it (`git checkout -- {data}`)" in result.out
+    ), result.out
 
 
 def test_a_downgrade_blocked_by_thousands_of_rows_in_use_is_one_short_line(

@@ -1,8 +1,9 @@
 """Row-level round trips: every revision's downgrade restores exactly the rows it found.
 
 pytest-alembic's ``test_up_down_consistency`` compares schema only; these compare the
-contents of every table (and alembic_version) before and after each step, except
-migration_history: every step appends to it, so its rows are checked on their own.
+contents of every table (and alembic_version) before and after each step, except the
+tables no downgrade removes (``KEPT_TABLES``: migration_history, which every step appends
+to, and the demo data-set record): they are checked on their own.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sqlalchemy as sa
 from alembic import command
 
 from seed_data.db import REPO_ROOT
-from seed_data.migration_history import HISTORY_REVISION, NOT_RECORDED, ONLINE
+from seed_data.migration_history import HISTORY_REVISION, KEPT_TABLES, NOT_RECORDED, ONLINE
 from seed_data.refdata.lock import read_lock
 from tests.helpers import (
     Step,
@@ -22,6 +23,7 @@ from tests.helpers import (
     history_rows,
     insert_account,
     insert_customer,
+    kept_tables,
     revision_steps,
     run_alembic,
     schema_fingerprint,
@@ -47,51 +49,62 @@ def history_added(before: list[dict], after: list[dict]) -> list[tuple[str, str,
     return [(r["revision"], r["direction"], r["method"], r["checksum"]) for r in appended]
 
 
-def expected_history(step: Step, direction: str) -> list[tuple[str, str, str, str | None]]:
+def expected_history(
+    step: Step, direction: str, created: bool
+) -> list[tuple[str, str, str, str | None]]:
     """What one online step appends: its own row once the table exists (from the history
-    revision on, not after its downgrade); the history revision's upgrade also marks every
-    revision below it, applied by an earlier run here, as not recorded."""
+    revision on; its downgrade keeps the table); the history revision's upgrade, when it
+    ``created`` the table, also marks every revision below it, applied by an earlier run
+    here, as not recorded."""
     ancestry = [s.revision for s in STEPS[: STEPS.index(step) + 1]]
-    if HISTORY_REVISION not in ancestry or (
-        direction == "downgrade" and step.revision == HISTORY_REVISION
-    ):
+    if HISTORY_REVISION not in ancestry:
         return []
     own = [(step.revision, direction, ONLINE, LOCKED[f"{step.file_stem}.py"])]
-    if direction == "upgrade" and step.revision == HISTORY_REVISION:
+    if created and direction == "upgrade" and step.revision == HISTORY_REVISION:
         return [(r, "upgrade", NOT_RECORDED, None) for r in ancestry[:-1]] + own
     return own
 
 
+def without_kept(rows: dict[str, list[str]]) -> dict[str, list[str]]:
+    return {table: found for table, found in rows.items() if table not in KEPT_TABLES}
+
+
 @pytest.mark.parametrize("step", STEPS, ids=[s.file_stem for s in STEPS])
 def test_revision_round_trips_rows(step: Step, engine: sa.Engine) -> None:
-    """Rows of every table but migration_history, which each step appends to (checked
-    directly: one row per step, with the file's checksum)."""
+    """Rows of every table but the kept ones: migration_history, which each step appends
+    to (checked directly: one row per step, with the file's checksum), and the demo
+    data-set record, which every downgrade keeps (checked to be kept)."""
     config = config_for(engine)
     if step.down_revision != "base":
         command.upgrade(config, step.down_revision)
     with engine.connect() as conn:
-        before, schema_before = snapshot_rows(conn, history=False), schema_fingerprint(conn)
+        before = without_kept(snapshot_rows(conn))
+        schema_before = schema_fingerprint(conn, kept=False)
         history = history_rows(conn)
 
-    def history_after(conn: sa.Connection, direction: str) -> None:
+    def history_after(conn: sa.Connection, direction: str, created: bool = False) -> None:
         nonlocal history
         now = history_rows(conn)
-        if direction == "downgrade" and step.revision == HISTORY_REVISION:
-            assert now == [], "the history revision's downgrade drops the table"
-        else:
-            assert history_added(history, now) == expected_history(step, direction)
+        assert history_added(history, now) == expected_history(step, direction, created)
         history = now
 
     command.upgrade(config, step.revision)
     with engine.connect() as conn:
-        after_first_upgrade = snapshot_rows(conn, history=False)
-        history_after(conn, "upgrade")
+        after_first_upgrade = without_kept(snapshot_rows(conn))
+        kept_after_upgrade = kept_tables(conn)
+        history_after(conn, "upgrade", created=True)
 
     command.downgrade(config, step.down_revision)
     with engine.connect() as conn:
-        after_downgrade = snapshot_rows(conn, history=False)
-        schema_after_downgrade = schema_fingerprint(conn)
+        after_downgrade = without_kept(snapshot_rows(conn))
+        schema_after_downgrade = schema_fingerprint(conn, kept=False)
+        kept_after_downgrade = kept_tables(conn)
         history_after(conn, "downgrade")
+    kept_after_upgrade.pop("migration_history", None)  # appended to: checked above
+    assert {t: kept_after_downgrade.get(t) for t in kept_after_upgrade} == kept_after_upgrade, (
+        f"downgrading {step.file_stem} dropped or changed {', '.join(KEPT_TABLES)}: no"
+        " downgrade may remove an operational record (only `-x teardown=yes` does)"
+    )
     assert schema_after_downgrade == schema_before, (
         f"downgrading {step.file_stem} left the schema different (tables, columns, constraints,"
         " indexes or functions): its downgrade() must drop everything its upgrade() created."
@@ -104,7 +117,7 @@ def test_revision_round_trips_rows(step: Step, engine: sa.Engine) -> None:
 
     command.upgrade(config, step.revision)
     with engine.connect() as conn:
-        after_second_upgrade = snapshot_rows(conn, history=False)
+        after_second_upgrade = without_kept(snapshot_rows(conn))
         history_after(conn, "upgrade")
     assert after_second_upgrade == after_first_upgrade, (
         f"upgrading {step.file_stem} a second time gave different rows in"

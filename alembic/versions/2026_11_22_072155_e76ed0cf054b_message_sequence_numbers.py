@@ -24,8 +24,16 @@ moment:
 
 Online, each step looks at the catalog first, so the next ``alembic upgrade head`` finishes
 a run interrupted anywhere (a kill, a lock timeout, an INVALID index left by a cancelled
-build). Inside a caller's transaction (``autocommit_allowed`` false: pytest-alembic, app
+build). A ``--sql`` script does the same as psql runs it: the steps a rerun would find done
+(the constraints, an INVALID index to drop first) check the catalog in a ``DO`` block, so a
+script that stopped partway, run again or generated again from the database's revision,
+finishes. Inside a caller's transaction (``autocommit_allowed`` false: pytest-alembic, app
 code) the same steps run without commits or CONCURRENTLY.
+
+Rewritten in place a second time (README, "Revisions rewritten in place"): the released
+``--sql`` script could not be finished once it had stopped after its ``ADD CONSTRAINT``
+steps. Only the offline script changed: online runs and the end state are the same, and
+the lock keeps the earlier text's digest.
 
 The trigger stays at head: it is how writers that do not set ``sequence_no`` keep working.
 A later revision may drop it once no deployed release inserts messages without it.
@@ -225,6 +233,36 @@ def timeouts(**values: str) -> Iterator[None]:
         op.execute(f"SET {name} = '{opts[name]}'" if name in opts else f"RESET {name}")
 
 
+def unless_done(statement: str, done: str) -> None:
+    """Run ``statement``; in a ``--sql`` script only while the SQL condition ``done`` is false.
+
+    Online, the catalog was read first (``current_state``); a script reads it as psql runs
+    it, so that a script that stopped partway can be run again and finish.
+    """
+    if context.is_offline_mode():
+        op.execute(f"DO $$ BEGIN IF NOT ({done}) THEN {statement}; END IF; END $$")
+    else:
+        op.execute(statement)
+
+
+def constraint_exists(name: str, *, validated: bool | None = None) -> str:
+    """SQL: whether messages has the constraint (and, if asked, whether it is validated)."""
+    which = "" if validated is None else f" AND convalidated = {str(validated).lower()}"
+    return (
+        "EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = 'messages'::regclass"
+        f" AND conname = '{name}'{which})"
+    )
+
+
+COLUMN_NOT_NULL = (
+    "coalesce((SELECT attnotnull FROM pg_attribute WHERE attrelid = 'messages'::regclass"
+    " AND attname = 'sequence_no' AND NOT attisdropped), false)"
+)
+INVALID_INDEX = (
+    "EXISTS (SELECT 1 FROM pg_index WHERE indexrelid = to_regclass('{}') AND NOT indisvalid)"
+)
+
+
 def nothing_queues_behind() -> contextlib.AbstractContextManager[None]:
     """For statements that take only SHARE UPDATE EXCLUSIVE (CONCURRENTLY, VALIDATE).
 
@@ -287,6 +325,10 @@ def build_index(name: str, columns: list[str], *, valid: bool | None, unique: bo
             op.drop_index(
                 name, "messages", if_exists=True, postgresql_concurrently=autocommit_allowed()
             )
+        elif context.is_offline_mode():
+            # What psql finds is not known here. An INVALID index serves no query, so
+            # dropping it without CONCURRENTLY holds its lock for a moment only.
+            unless_done(f"DROP INDEX {name}", f"NOT {INVALID_INDEX.format(name)}")
         op.create_index(
             name,
             "messages",
@@ -322,20 +364,27 @@ def upgrade() -> None:
 
     if not state.column_not_null:
         if state.check_valid is None:
-            op.execute(
+            unless_done(
                 f"ALTER TABLE messages ADD CONSTRAINT {NOT_NULL_CHECK}"
-                " CHECK (sequence_no IS NOT NULL) NOT VALID"
+                " CHECK (sequence_no IS NOT NULL) NOT VALID",
+                f"{constraint_exists(NOT_NULL_CHECK)} OR {COLUMN_NOT_NULL}",
             )
             commit()
         if not state.check_valid:
             with nothing_queues_behind():
-                op.execute(f"ALTER TABLE messages VALIDATE CONSTRAINT {NOT_NULL_CHECK}")
+                unless_done(
+                    f"ALTER TABLE messages VALIDATE CONSTRAINT {NOT_NULL_CHECK}",
+                    f"NOT {constraint_exists(NOT_NULL_CHECK, validated=False)}",
+                )
             commit()
         # A moment's ACCESS EXCLUSIVE: the valid check spares SET NOT NULL its scan.
         op.alter_column("messages", "sequence_no", nullable=False)
         op.drop_constraint(op.f(NOT_NULL_CHECK), "messages", type_="check", if_exists=True)
     if not state.has_unique_constraint:
-        op.execute(f"ALTER TABLE messages ADD CONSTRAINT {UNIQUE} UNIQUE USING INDEX {UNIQUE}")
+        unless_done(
+            f"ALTER TABLE messages ADD CONSTRAINT {UNIQUE} UNIQUE USING INDEX {UNIQUE}",
+            constraint_exists(UNIQUE),
+        )
 
     # The unique index leads with conversation_id, so it serves those lookups now.
     if state.conversation_index_valid is not None:

@@ -9,6 +9,13 @@ as-of date, its source material, the products on sale and the generator's own ve
 rerun loads only the customers that are missing, so it must know what made the ones that
 are there: otherwise two data sets mix. This single-row table records those parameters
 when the loader writes, and the loader refuses a rerun whose parameters differ.
+
+The record describes demo rows that no downgrade removes, so no downgrade removes it
+either: this revision's downgrade keeps the table and its row, and its upgrade keeps a
+table an earlier downgrade left. Only ``alembic -x teardown=yes downgrade base`` drops it.
+Rewritten in place after release (README, "Revisions rewritten in place"): the first text
+dropped the table in its downgrade, so the documented rollback lost the record of the
+demo data still loaded. The lock keeps the first text's digest as an earlier text.
 """
 
 from collections.abc import Sequence
@@ -23,7 +30,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    """Apply demo data set record."""
+    """Apply demo data set record (a table an earlier downgrade kept stays, with its row)."""
     op.create_table(
         "demo_data_set",
         sa.Column(
@@ -46,9 +53,12 @@ def upgrade() -> None:
         ),
         sa.CheckConstraint("id = 1", name=op.f("ck_demo_data_set_single_row")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_demo_data_set")),
+        if_not_exists=True,
     )
 
 
 def downgrade() -> None:
-    """Unapply demo data set record."""
+    """Unapply demo data set record: kept, unless this is the teardown."""
+    if not op.get_context().opts.get("teardown"):
+        return  # the demo rows it describes stay too
     op.drop_table("demo_data_set")

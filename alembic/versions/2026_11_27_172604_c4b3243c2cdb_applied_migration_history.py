@@ -11,8 +11,14 @@ records it), when the step started and finished, the database user, client appli
 and host, and the project version. Rows for revisions applied before this one are written
 by env.py when this revision is applied (see docs/reference-data.md, "Applied history").
 
-The log is append-only: a trigger refuses UPDATE, DELETE and TRUNCATE. Its downgrade drops
-the table, and the recorded history with it.
+The log is append-only: a trigger refuses UPDATE, DELETE and TRUNCATE. No downgrade takes
+it away: this revision's downgrade keeps the table, rows and triggers (the record of what
+ran must outlive a rollback), and its upgrade keeps a table an earlier downgrade left. Only
+the explicit teardown, ``alembic -x teardown=yes downgrade base``, drops it.
+
+Rewritten in place after release (README, "Revisions rewritten in place"): the first text
+dropped the table in its downgrade, so the documented rollback erased the history. The
+upgrade makes the same table; the lock keeps the first text's digest as an earlier text.
 """
 
 from collections.abc import Sequence
@@ -38,7 +44,7 @@ END
 """
 
 APPEND_ONLY_FUNCTION = r"""
-CREATE FUNCTION migration_history_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION migration_history_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     RAISE EXCEPTION 'migration_history is append-only: % is not allowed', TG_OP
         USING HINT = 'It records what ran. A database that ran something else needs a new'
@@ -47,15 +53,15 @@ END
 $$
 """
 APPEND_ONLY_TRIGGERS = (
-    "CREATE TRIGGER migration_history_append_only BEFORE UPDATE OR DELETE ON migration_history"
+    "CREATE OR REPLACE TRIGGER migration_history_append_only BEFORE UPDATE OR DELETE ON migration_history"
     " FOR EACH ROW EXECUTE FUNCTION migration_history_append_only()",
-    "CREATE TRIGGER migration_history_no_truncate BEFORE TRUNCATE ON migration_history"
+    "CREATE OR REPLACE TRIGGER migration_history_no_truncate BEFORE TRUNCATE ON migration_history"
     " FOR EACH STATEMENT EXECUTE FUNCTION migration_history_append_only()",
 )
 
 
 def upgrade() -> None:
-    """Apply the applied-migration history table."""
+    """Apply the applied-migration history table (a table an earlier downgrade kept stays)."""
     op.create_table(
         "migration_history",
         sa.Column("id", sa.BigInteger(), sa.Identity(always=True), nullable=False),
@@ -79,6 +85,7 @@ def upgrade() -> None:
         ),
         sa.CheckConstraint(RECORDED_OR_NOT, name=op.f("ck_migration_history_recorded_or_not")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_migration_history")),
+        if_not_exists=True,
     )
     op.execute(APPEND_ONLY_FUNCTION)
     for trigger in APPEND_ONLY_TRIGGERS:
@@ -86,6 +93,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    """Unapply the applied-migration history table (the recorded history goes with it)."""
+    """Unapply the applied-migration history table: kept, unless this is the teardown."""
+    if not op.get_context().opts.get("teardown"):
+        return  # a rollback keeps the record of what ran, and env.py goes on appending to it
     op.drop_table("migration_history")
     op.execute("DROP FUNCTION migration_history_append_only()")

@@ -1,7 +1,7 @@
 """What is checked about the database before the loader writes anything.
 
 A refusal after a partial write is data loss, so everything that can be known up front
-is: the migrations are at head, the database is writable, the role holds every privilege
+is: the database is writable, the migrations are at head, the role holds every privilege
 the run needs, the tables have the columns the loader writes, and the demo data already
 there belongs to the same data set. Each problem is one line, raised as :class:`Refused`.
 """
@@ -30,13 +30,15 @@ class Refused(Exception):
 def check_database(cursor: Any, url: URL, *, load: bool, clear: bool) -> None:
     """Raise :class:`Refused` unless a run that loads and/or clears can succeed here."""
     database = redact(url)
+    # Writability first: on a standby the revision does not matter (nothing can be written
+    # there), and `alembic upgrade head`, the advice for a database behind, fails there.
+    cursor.execute("SELECT current_setting('transaction_read_only')")
+    if cursor.fetchone()[0] == "on":
+        raise Refused(f"{database} is read-only: {ADVICE['read-only']}")
     try:
         assert_at_head(cursor)
     except NotAtHead as error:
         raise Refused(f"{database}: {error}") from None
-    cursor.execute("SELECT current_setting('transaction_read_only')")
-    if cursor.fetchone()[0] == "on":
-        raise Refused(f"{database} is read-only: {ADVICE['read-only']}")
     _check_privileges(cursor, database, _privileges_needed(load=load, clear=clear))
     if load:
         _check_columns(cursor, database)

@@ -8,6 +8,7 @@
     refdata.py merge -m MESSAGE     # merge two heads that change different rows
     refdata.py lock [--rehash FILE] # record new revision files in alembic/versions.sha256
     refdata.py lock --forget FILE   # un-record a deleted, never released revision
+    refdata.py lock --rehash FILE --keep-earlier REASON  # a released file rewritten on purpose
     refdata.py lock --init          # start the lock file of a new project
 
 Exit status: 0 all agree (or done), 1 drift found (heads not merged yet, or that conflict,
@@ -136,6 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="un-record deleted revision files that were never released (and their data files)",
     )
     lock.add_argument("--init", action="store_true", help="create the lock file (new projects)")
+    lock.add_argument(
+        "--keep-earlier",
+        metavar="REASON",
+        help="with --rehash of a released revision rewritten on purpose: keep the text it"
+        " replaces as an earlier text databases may have run, with this reason",
+    )
     return parser
 
 
@@ -219,8 +226,20 @@ def _config(path: Path) -> tuple[Config, Path]:
 
 
 def _lock(location: Path, args: argparse.Namespace) -> int:
+    if args.keep_earlier is not None and (
+        not args.rehash
+        or not args.keep_earlier.strip()
+        or any(unicodedata.category(c) in ("Cc", "Cs") for c in args.keep_earlier)
+    ):
+        raise BadInput("--keep-earlier needs --rehash FILE and a one-line reason")
     with one_writer(versions_dir(location)):
-        changes = record(location, tuple(args.rehash), init=args.init, forget=tuple(args.forget))
+        changes = record(
+            location,
+            tuple(args.rehash),
+            init=args.init,
+            forget=tuple(args.forget),
+            keep_earlier=args.keep_earlier and args.keep_earlier.strip(),
+        )
     print("\n".join(changes) or "nothing new to record")
     return EXIT_OK
 

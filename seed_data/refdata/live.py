@@ -22,6 +22,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import URL
 
 from seed_data.db import redact
+from seed_data.environment import WRITABILITY_QUERY, upgrade_advice
 from seed_data.models import REFERENCE_TABLES
 from seed_data.refdata.applied import history_findings, read_history
 from seed_data.refdata.declared import Rows
@@ -100,9 +101,10 @@ def live_problems(
         revisions = known_revisions(conn, script, shown)
         problems, notes = history_findings(read_history(conn), script, revisions, shown)
         if revisions != {head}:
+            standby, locked = conn.execute(sa.text(WRITABILITY_QUERY)).one()
             problems.append(
                 f"{shown} is at {', '.join(sorted(revisions)) or 'no revision'}, head is "
-                f"{head}: run `alembic upgrade head` there"
+                f"{head}: {upgrade_advice(standby, locked)}"
             )
             return problems, notes
         return problems + _compare(conn, shown, head_rows, declared, tables), notes

@@ -13,6 +13,14 @@ mode marker, is read too), sorted by name, so ``sha256sum -c`` checks it as well
 ``alembic/versions``). Two
 branches that each add a revision both append a line at the end; ``.gitattributes`` merges
 the file with git's ``union`` driver, which keeps both lines.
+
+A released revision rewritten on purpose (README, "Revisions rewritten in place") keeps
+the digest of each text it had before on an *earlier-text* line after its own:
+``#earlier <digest>  <name>  <reason>``. Databases may have run those texts, so the
+history checks (``check --live``, ``alembic`` before it runs anything) accept them as texts
+of that file; ``sha256sum -c`` skips the line as a comment. Only ``lock --rehash FILE
+--keep-earlier REASON`` writes one: re-recording an edited file without it keeps nothing,
+so a database that ran the edited-away text is reported.
 """
 
 from __future__ import annotations
@@ -27,6 +35,10 @@ from seed_data.refdata.files import shown, write_atomically
 
 LOCK_NAME = "versions.sha256"
 LOCK_LINE = re.compile(r"(?P<digest>[0-9a-fA-F]{64}) [ *](?P<name>[^/\\]+\.py|[^/\\]+/[^/\\]+)")
+EARLIER_PREFIX = "#earlier "
+EARLIER_LINE = re.compile(
+    r"#earlier (?P<digest>[0-9a-f]{64})  (?P<name>[^/\\\s]+\.py)  (?P<reason>\S.*)"
+)
 
 
 class LockError(BadInput):
@@ -46,10 +58,14 @@ class LockStatus:
         lock = self.lock_file
         return [
             *(
-                f"{name} was edited after it was recorded in {lock}: revert the edit (a "
-                "released revision must never change; write a new revision instead), or, "
-                "if this revision has never been applied anywhere, record it again with "
-                f"`refdata.py lock --rehash {name}`"
+                f"{name} was edited after it was recorded in {lock}: "
+                + (
+                    restore_rows(lock.parent / "versions" / name)
+                    if "/" in name
+                    else "revert the edit (a released revision must never change; write a "
+                    "new revision instead), or, if this revision has never been applied "
+                    f"anywhere, record it again with `refdata.py lock --rehash {name}`"
+                )
                 for name in self.edited
             ),
             *(
@@ -74,6 +90,14 @@ class LockStatus:
                 for name in self.orphaned
             ),
         ]
+
+
+def restore_rows(path: Path) -> str:
+    """What to do about an edited data file: it cannot be re-recorded, only restored."""
+    return (
+        f"restore it (`git checkout -- {path}`): a revision's rows never change, and the "
+        "revision checks them against digests frozen in it; make the change in a new revision"
+    )
 
 
 def versions_dir(script_location: Path) -> Path:
@@ -132,8 +156,8 @@ def read_lock(script_location: Path) -> dict[str, str]:
     first_line: dict[str, int] = {}
     problems = []
     for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
+        if not line.strip() or line.startswith("#"):
+            continue  # comments, earlier-text lines included (read by read_earlier)
         match = LOCK_LINE.fullmatch(line.rstrip())
         if match is None:
             problems.append(
@@ -153,6 +177,33 @@ def read_lock(script_location: Path) -> dict[str, str]:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise LockError(problems[0] + more)
     return recorded
+
+
+def read_earlier(script_location: Path) -> dict[str, dict[str, str]]:
+    """File name -> {digest of an earlier text: why the file was rewritten}. Read after
+    :func:`read_lock`, which has found the file readable."""
+    path = lock_file(script_location)
+    earlier: dict[str, dict[str, str]] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.startswith(EARLIER_PREFIX):
+            continue
+        match = EARLIER_LINE.fullmatch(line.rstrip())
+        if match is None:
+            raise LockError(
+                f"{path}:{number}: not an earlier-text line (expected `#earlier <64 lowercase"
+                " hex digits>  <revision file name>  <reason>`): fix the line"
+            )
+        earlier.setdefault(match["name"], {})[match["digest"]] = match["reason"]
+    return earlier
+
+
+def known_texts(script_location: Path) -> dict[str, set[str]]:
+    """File name -> the digest of every text of it the lock knows: the recorded one, and
+    the earlier texts of a revision rewritten on purpose."""
+    known = {name: {digest} for name, digest in read_lock(script_location).items()}
+    for name, digests in read_earlier(script_location).items():
+        known.setdefault(name, set()).update(digests)
+    return known
 
 
 def check_lock(script_location: Path) -> LockStatus:
@@ -196,20 +247,23 @@ def record(
     rehash: tuple[str, ...] = (),
     init: bool = False,
     forget: tuple[str, ...] = (),
+    keep_earlier: str | None = None,
 ) -> list[str]:
     """Record unrecorded revision files (and re-record ``rehash``, with their data files;
     un-record the deleted revisions in ``forget``, with theirs); return a line per change.
 
     Edited files stay as recorded unless named in ``rehash``: re-recording must be a
     deliberate act, never a side effect. A missing lock file is an error unless ``init``
-    asks for a new one (which refuses to replace an existing lock).
+    asks for a new one (which refuses to replace an existing lock). ``keep_earlier`` (the
+    reason a released file was rewritten) keeps each replaced digest as an earlier text.
     """
     if init:
         if lock_file(script_location).exists():
             raise LockError(f"{lock_file(script_location)} already exists: run `refdata.py lock`")
         recorded: dict[str, str] = {}
+        earlier: dict[str, dict[str, str]] = {}
     else:
-        recorded = read_lock(script_location)
+        recorded, earlier = read_lock(script_location), read_earlier(script_location)
     actual = checksums(script_location)
     names = {revision_file_name(given, script_location) for given in rehash}
     names |= {data for name in names for data in data_files_of(name, actual)}
@@ -222,9 +276,18 @@ def record(
     forgotten = [n for name in gone for n in [name, *data_files_of(name, recorded)]]
     changed = [n for n in actual if n not in recorded or (n in names and recorded[n] != actual[n])]
     for name in changed:
+        if keep_earlier is not None and name in recorded:
+            earlier.setdefault(name, {})[recorded[name]] = keep_earlier
         recorded[name] = actual[name]
     for name in forgotten:
         recorded.pop(name, None)
-    lines = [f"{recorded[name]}  {name}\n" for name in sorted(recorded)]
+        earlier.pop(name, None)
+    lines = [
+        f"{recorded[name]}  {name}\n"
+        + "".join(
+            f"{EARLIER_PREFIX}{d}  {name}  {why}\n" for d, why in earlier.get(name, {}).items()
+        )
+        for name in sorted(recorded)
+    ]
     write_atomically(lock_file(script_location), "".join(lines))
     return [f"recorded {name}" for name in changed] + [f"forgot {name}" for name in forgotten]
