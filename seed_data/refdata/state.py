@@ -81,7 +81,7 @@ SCRATCH_RUN = "refdata_scratch_run"
 def alembic_config(
     base: Config,
     *,
-    connection: sa.Engine | None = None,
+    connection: sa.Engine | sa.Connection | None = None,
     script_location: Path | None = None,
     output_buffer: TextIO | None = None,
 ) -> Config:
@@ -169,12 +169,20 @@ def migrate_scratch(
     on_step: Callable[..., None] | None = None,
 ) -> None:
     """Upgrade a scratch database to ``target``; a failure is one line starting ``doing``.
-    ``on_step`` is called inside each step's transaction (alembic's ``on_version_apply``)."""
-    migrating = alembic_config(config, connection=engine)
-    if on_step is not None:
-        migrating.attributes["on_version_apply"] = [on_step]
+    ``on_step`` is called after each step, in the run's transaction (alembic's
+    ``on_version_apply``).
+
+    The run is one transaction on a connection handed to env.py (its caller's path): a
+    scratch database needs no commit per step, lock timeouts, retries or watcher, and a
+    long history costs what its revisions do. (What a deploy runs, env.py's own path, is
+    what ``revision`` proves the new revision on.)
+    """
     try:
-        command.upgrade(migrating, target)
+        with engine.begin() as conn:
+            migrating = alembic_config(config, connection=conn)
+            if on_step is not None:
+                migrating.attributes["on_version_apply"] = [on_step]
+            command.upgrade(migrating, target)
     except sa.exc.DBAPIError as error:
         raise database_refusal(doing, error, engine.url) from None
     except CommandError as error:
