@@ -154,7 +154,7 @@ def test_forgetting_a_revision_forgets_its_data_files(workspace: Workspace) -> N
     result = workspace.refdata("lock", "--forget", str(generated))
 
     assert result.code == 0, result.err
-    assert result.out == (f"forgot {generated.name}\nforgot {generated.stem}/faqs.added.jsonl\n")
+    assert result.out == (f"forgot {generated.name}\nforgot {generated.stem}/faqs.added.csv\n")
     assert workspace.untouched()
 
 

@@ -9,6 +9,7 @@ arguments or 65,535 bind parameters.
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import runpy
@@ -125,24 +126,24 @@ def test_5000_rows_go_to_a_locked_data_file_and_round_trip_online_and_through_sq
     assert "faqs: 5,000 to add, 0 to remove, 0 to change" in result.out
     assert "  ... and 4,980 more to add" in result.out, "the listing is capped"
     (generated,) = workspace.new_revision_files()
-    data = generated.with_suffix("") / "faqs.added.jsonl"
-    header, *rows = data.read_text(encoding="utf-8").splitlines()
-    assert json.loads(header) == [
-        "slug",
-        "question",
-        "answer",
-        "category",
-        "sort_order",
-        "is_active",
-    ]
+    data = generated.with_suffix("") / "faqs.added.csv"
+    header, *rows = csv.reader(io.StringIO(data.read_text(encoding="utf-8"), newline=""))
+    assert header == ["slug", "question", "answer", "category", "sort_order", "is_active"]
     assert len(rows) == 5000
+    assert rows[1] == [
+        "bulk-00001",
+        "Question 1?",
+        special.format(n=1),
+        "bulk",
+        "1001",
+        "true",
+    ]
     assert generated.stat().st_size < 10_000, "the rows are not in the source alembic imports"
     lock = read_lock(workspace.root / "alembic")
-    assert lock[f"{generated.stem}/faqs.added.jsonl"] == file_checksum(data)
+    assert lock[f"{generated.stem}/faqs.added.csv"] == file_checksum(data)
     assert lock[generated.name] == file_checksum(generated)
     assert imported_roots(generated) <= ALLOWED_IMPORT_ROOTS
     assert_ruff_clean(generated)
-    assert "\\u00a0" in data.read_text(encoding="utf-8"), "a no-break space is visible"
 
     apply_generated_revision(workspace, head_engine)
     command.upgrade(workspace.config(engine), previous_revision(workspace))
@@ -171,8 +172,8 @@ def test_a_change_to_a_large_table_writes_files_proportional_to_it(
     generated = workspace.new_revision_files()[-1]
     files = {p.name: p.read_text(encoding="utf-8") for p in generated.with_suffix("").iterdir()}
     assert {name: len(text.splitlines()) for name, text in files.items()} == {
-        "faqs.added.jsonl": 11,  # the first line names the columns
-        "faqs.removed.jsonl": 11,
+        "faqs.added.csv": 11,  # the first line names the columns
+        "faqs.removed.csv": 11,
         "faqs.changed.jsonl": 200,
     }
     # Only the changed field travels, with its value on each side.
@@ -196,7 +197,7 @@ def test_inline_and_data_file_forms_meet_at_the_threshold(files_workspace: Works
         wanted = {**head, "faqs": {**head["faqs"], **new}}
         rendered = render(revision, plan(diff_all(tables, head, wanted), head, wanted), "x")
         assert bool(rendered.data) is files, f"{count} rows"
-        assert ("faqs.added.jsonl" in rendered.source) is files
+        assert ("faqs.added.csv" in rendered.source) is files
 
 
 def test_an_edited_data_file_is_refused_before_the_revision_changes_anything(
@@ -205,7 +206,7 @@ def test_an_edited_data_file_is_refused_before_the_revision_changes_anything(
     add_faqs(workspace, faq_rows(INLINE_ROWS + 1))
     assert workspace.refdata("revision", "-m", "many FAQs").code == 0
     (generated,) = workspace.new_revision_files()
-    data = generated.with_suffix("") / "faqs.added.jsonl"
+    data = generated.with_suffix("") / "faqs.added.csv"
     data.write_text(data.read_text().replace("Answer 7.", "Answer 7, edited."))
     with head_engine.connect() as conn:
         before = snapshot_rows(conn)
@@ -231,7 +232,7 @@ def test_an_edited_data_file_is_refused_before_the_revision_changes_anything(
     result = workspace.refdata("check")
     assert result.code == 1
     assert (
-        f"{generated.stem}/faqs.added.jsonl was edited after it was recorded in "
+        f"{generated.stem}/faqs.added.csv was edited after it was recorded in "
         f"{workspace.lock}: restore it (`git checkout -- {data}`)" in result.out
     ), result.out
 

@@ -390,7 +390,7 @@ def _cell_reader(column: RefColumn) -> CellReader:
         length = kind.length
 
         def text(cell: str) -> tuple[Any, str | None]:
-            fits = cell and (length is None or len(cell) <= length)
+            fits = cell and (length is None or len(cell) <= length) and "\\." not in cell
             return (cell, None) if fits and not REFUSED_CHARACTER.search(cell) else slow(cell)
 
         return text
@@ -595,6 +595,11 @@ def _text_list(node: yaml.SequenceNode) -> tuple[Any, str | None, yaml.Node]:
 def _text(value: str, length: int | None) -> tuple[Any, str | None]:
     if length is not None and len(value) > length:
         return None, f"longer than {length} characters ({len(value)})"
+    if "\\." in value and "\\." in value.split("\n"):
+        return None, (
+            "has a line that is only \\., which ends the rows of a COPY in a `--sql` script: "
+            "change that line"
+        )
     if REFUSED_CHARACTER.search(value) is None:
         return value, None
     for character in value:

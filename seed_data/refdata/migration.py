@@ -98,8 +98,8 @@ def _delete_keys(direction: str, table: sa.TableClause, key: str, keys: list[str
 # A data-file revision's helpers: the rows are read (and their digests checked) only when
 # the revision runs, never when alembic imports it.
 DATA_FILE_HELPERS = '''
-def _rows(name: str) -> list[str]:
-    """The file's lines, once its digest is the one frozen above."""
+def _data(name: str) -> bytes:
+    """The file's bytes, once its digest is the one frozen above."""
     path = ROWS / name
     try:
         data = path.read_bytes()
@@ -112,52 +112,50 @@ def _rows(name: str) -> list[str]:
             f"{path} is not the file this revision was written with (its SHA-256 differs): "
             "restore it from git; a released revision's rows never change"
         )
-    return data.decode("utf-8").splitlines()
-
-
-def _batches(lines: list[str]) -> Iterator[str]:
-    """Lines (a JSON value each) as JSON arrays of at most ROWS_PER_STATEMENT of them."""
-    for start in range(0, len(lines), ROWS_PER_STATEMENT):
-        yield "[" + ",".join(lines[start : start + ROWS_PER_STATEMENT]) + "]"
+    return data
 '''
 
-# Whole rows travel as JSON arrays, read by position server-side (jsonb_array_elements): as
-# fast as COPY to within a small factor, where json_to_recordset's objects cost 3x.
+# Whole rows go in with COPY, in CSV: every other way measured at 1.8x COPY's time or more
+# (JSON read server-side) up to 8x (op.bulk_insert). psycopg2 runs COPY only while no wait
+# callback is set, and env.py sets one (so that Ctrl-C cancels a running statement): the
+# helper lifts it for that one statement. In a --sql script the rows follow the COPY
+# statement, which psql reads.
 ROW_FILE_HELPERS = '''
-def _table_rows(name: str) -> list[str]:
-    """The file's rows, one JSON array a line (its first line names the columns, in the
-    order of the table above)."""
-    return _rows(name)[1:]
-
-
 def _insert(table: sa.TableClause, name: str) -> None:
-    """Insert the file's rows."""
-    names = [column.name for column in table.columns]
-    for batch in _batches(_table_rows(name)):
-        array = sa.cast(sa.literal(batch, sa.Text), postgresql.JSONB)
-        rows = sa.func.jsonb_array_elements(array).table_valued(
-            sa.column("value", postgresql.JSONB)
-        )
-        values = [_field(rows.c.value, n, column) for n, column in enumerate(table.columns)]
-        op.execute(table.insert().from_select(names, sa.select(*values)))
-
-
-def _field(row: sa.ColumnElement, position: int, column: sa.ColumnClause) -> sa.ColumnElement:
-    """Item ``position`` of a row (a JSON array) as the column's type; JSON null is NULL."""
-    if isinstance(column.type, postgresql.JSONB):
-        null = sa.cast(sa.literal("null", sa.Text), postgresql.JSONB)
-        return sa.func.nullif(row[position], null)
-    return sa.cast(row[position].astext, column.type)
+    """Insert the file's rows (CSV, its first line naming the columns) with COPY."""
+    data = _data(name)
+    context = op.get_context()
+    quote = context.dialect.identifier_preparer.quote
+    columns = ", ".join(quote(column.name) for column in table.columns)
+    copy = f"COPY {quote(table.name)} ({columns}) FROM STDIN WITH (FORMAT csv, HEADER true)"
+    if context.as_sql:
+        context.impl.static_output(f"{copy};\\n{data.decode('utf-8')}\\\\.")
+        return
+    cursor = op.get_bind().connection.driver_connection.cursor()
+    waiting = extensions.get_wait_callback()
+    extensions.set_wait_callback(None)
+    try:
+        cursor.copy_expert(copy, io.BytesIO(data))
+    finally:
+        extensions.set_wait_callback(waiting)
 
 
 def _delete(direction: str, table: sa.TableClause, key: str, name: str) -> None:
     """Delete the file's rows by key, once the guard has confirmed nothing still uses them."""
     position = [column.name for column in table.columns].index(key)
-    keys = [json.loads(line)[position] for line in _table_rows(name)]
-    _delete_keys(direction, table, key, keys)
+    rows = csv.reader(io.StringIO(_data(name).decode("utf-8"), newline=""))
+    next(rows)  # the line naming the columns
+    _delete_keys(direction, table, key, [row[position] for row in rows])
 '''
 
 UPDATE_FILE_HELPER = '''
+def _batches(name: str) -> Iterator[str]:
+    """The file's lines (a JSON object each) as JSON arrays of at most ROWS_PER_STATEMENT."""
+    lines = _data(name).decode("utf-8").splitlines()
+    for start in range(0, len(lines), ROWS_PER_STATEMENT):
+        yield "[" + ",".join(lines[start : start + ROWS_PER_STATEMENT]) + "]"
+
+
 def _recordset(batch: str, *columns: sa.ColumnClause) -> sa.TableValuedAlias:
     """``json_to_recordset(batch) AS r(column type, ...)``: a batch's rows as a table."""
     rows = sa.func.json_to_recordset(sa.cast(sa.literal(batch, sa.Text), sa.JSON))
@@ -167,7 +165,7 @@ def _recordset(batch: str, *columns: sa.ColumnClause) -> sa.TableValuedAlias:
 def _update(table: sa.TableClause, key: str, name: str, side: str) -> None:
     """Set each row's fields (found by key) to their values on one side of this revision;
     fields a row does not list keep their value."""
-    for batch in _batches(_rows(name)):
+    for batch in _batches(name):
         rows = _recordset(batch, sa.column("key", sa.Text), sa.column(side, postgresql.JSONB))
         fields = rows.c[side]
         values = {
@@ -284,7 +282,8 @@ def render(revision: Revision, plans: list[TablePlan], data_dir: str) -> Rendere
     if carried_rows(plans) <= INLINE_ROWS:
         return Rendered(_render_inline(revision, plans))
     data = data_files(plans)
-    return Rendered(_render_with_files(revision, plans, data, data_dir), data)
+    source = _render_with_files(revision, plans, data, data_dir)
+    return Rendered(source, {name: file.text for name, file in data.items()})
 
 
 def _render_inline(revision: Revision, plans: list[TablePlan]) -> str:
@@ -322,23 +321,27 @@ def _render_inline(revision: Revision, plans: list[TablePlan]) -> str:
 
 
 def _render_with_files(
-    revision: Revision, plans: list[TablePlan], data: dict[str, str], data_dir: str
+    revision: Revision, plans: list[TablePlan], data: dict[str, DataFile], data_dir: str
 ) -> str:
     uses_update = any(p.diff.changed or p.parked for p in plans)
     uses_rows = any(p.diff.added or p.diff.removed for p in plans)
     imports = [
+        *(["import csv"] if uses_rows else []),
         "import hashlib",
-        *(["import json"] if uses_rows else []),
-        "from collections.abc import Iterator, Sequence",
+        *(["import io"] if uses_rows else []),
+        "from collections.abc import Iterator, Sequence"
+        if uses_update
+        else "from collections.abc import Sequence",
         "from pathlib import Path",
         "",
         "import sqlalchemy as sa",
         "from alembic import op",
         "from alembic.util import CommandError",
+        *(["from psycopg2 import extensions"] if uses_rows else []),
         "from sqlalchemy.dialects import postgresql",
     ]
     digests = {
-        name: hashlib.sha256(text.encode("utf-8")).hexdigest() for name, text in data.items()
+        name: hashlib.sha256(file.text.encode("utf-8")).hexdigest() for name, file in data.items()
     }
     constants = "\n".join(
         [
@@ -349,7 +352,7 @@ def _render_with_files(
             f"ROWS_PER_STATEMENT = {ROWS_PER_STATEMENT}",
         ]
     )
-    files = "".join(f"  {name} ({_count(name, text):,} rows)\n" for name, text in data.items())
+    files = "".join(f"  {name} ({file.rows:,} rows)\n" for name, file in data.items())
     sections = [
         "\n\n".join(
             [
@@ -373,12 +376,6 @@ def _render_with_files(
         *([UPDATE_FILE_HELPER.strip()] if uses_update else []),
     ]
     return "\n\n\n".join(sections) + "\n"
-
-
-def _count(name: str, text: str) -> int:
-    """Rows in a data file (whole-row files start with a line naming the columns)."""
-    lines = text.count("\n")
-    return lines - 1 if name.endswith(("added.jsonl", "removed.jsonl")) else lines
 
 
 def _identifiers(revision: Revision, sides: str) -> str:
@@ -426,27 +423,58 @@ def _file_argument(p: TablePlan, kind: str) -> str:
 
 
 def data_file_name(table: str, kind: str) -> str:
-    return f"{table}.{DATA_SUFFIXES[kind]}.jsonl"
+    """``<table>.added.csv`` (whole rows: COPY reads them), ``<table>.changed.jsonl``."""
+    suffix = "csv" if kind in ("NEW", "REMOVED") else "jsonl"
+    return f"{table}.{DATA_SUFFIXES[kind]}.{suffix}"
 
 
-def data_files(plans: list[TablePlan]) -> dict[str, str]:
-    """name -> text of each data file. Added and removed rows: a first line naming the
-    columns, then one JSON array a row. Changed and parked rows: one JSON object a row,
-    ``{"key": ..., "before": {fields}, "after": {fields}}``."""
-    files: dict[str, list[object]] = {}
+def data_files(plans: list[TablePlan]) -> dict[str, DataFile]:
+    """Each data file: added and removed rows in CSV (a header naming the columns, then a
+    row a line: texts quoted, NULL an empty cell, lists as JSON), which COPY reads; changed
+    and parked rows as JSON Lines, ``{"key": ..., "before": {fields}, "after": {fields}}``."""
+    files = {}
     for p in plans:
         names = list(p.table.column_names)
-        kinds: dict[str, list[object]] = {
-            "PARKED": _sides(p.parked),
-            "NEW": [[row[n] for n in names] for row in p.diff.added],
-            "REMOVED": [[row[n] for n in names] for row in p.diff.removed],
-            "CHANGED": _sides(p.diff.changed),
-        }
-        for kind, rows in kinds.items():
+        for kind, rows in (("NEW", p.diff.added), ("REMOVED", p.diff.removed)):
             if rows:
-                header = [names] if kind in ("NEW", "REMOVED") else []
-                files[data_file_name(p.table.name, kind)] = [*header, *rows]
-    return {name: "".join(json_text(row) + "\n" for row in rows) for name, rows in files.items()}
+                text = csv_line(names) + "".join(csv_line([row[n] for n in names]) for row in rows)
+                files[data_file_name(p.table.name, kind)] = DataFile(text, len(rows))
+        for kind, sides in (("PARKED", p.parked), ("CHANGED", p.diff.changed)):
+            if sides:
+                lines = [
+                    json_text({"key": k, "before": b, "after": a}) + "\n"
+                    for k, (b, a) in sides.items()
+                ]
+                files[data_file_name(p.table.name, kind)] = DataFile("".join(lines), len(lines))
+    return files
+
+
+@dataclass(frozen=True)
+class DataFile:
+    text: str
+    rows: int
+
+
+def csv_line(values: list[object]) -> str:
+    """One CSV line as COPY reads it: every text quoted (so an empty text is not NULL),
+    NULL an empty cell, numbers as written, true/false, lists as JSON text."""
+    return ",".join(_csv_value(value) for value in values) + "\n"
+
+
+def _csv_value(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, list):
+        value = json.dumps(value, ensure_ascii=False)
+    if isinstance(value, str):
+        return '"' + value.replace('"', '""') + '"'
+    raise TypeError(f"cannot freeze {type(value).__name__} values into a migration")
 
 
 def _sides(rows: dict[str, tuple[Row, Row]]) -> list[object]:

@@ -191,13 +191,29 @@ def _offline_sql(config: Config, location: Path, direction: str, span: str) -> s
     return buffer.getvalue()
 
 
+# The COPY statements of data-file revisions, each followed in the script by its rows and a
+# line that is only \. (psql reads them from the script).
+COPY_FROM_SCRIPT = re.compile(
+    r"^(COPY [^\n]* FROM STDIN WITH \(FORMAT csv, HEADER true\));\n(.*?)^\\\.$",
+    re.MULTILINE | re.DOTALL,
+)
+
+
 def _execute(engine: sa.Engine, sql: str) -> None:
-    """Run a ``--sql`` script as psql would: its own BEGIN/COMMIT, no parameter markers."""
+    """Run a ``--sql`` script as psql would: its own BEGIN/COMMIT, no parameter markers,
+    and the rows of each COPY read from the script."""
     raw = engine.raw_connection()
     try:
         raw.driver_connection.autocommit = True  # type: ignore[union-attr]
         with raw.driver_connection.cursor() as cursor:  # type: ignore[union-attr]
-            cursor.execute(sql)
+            done = 0
+            for copy in COPY_FROM_SCRIPT.finditer(sql):
+                if sql[done : copy.start()].strip():
+                    cursor.execute(sql[done : copy.start()])
+                cursor.copy_expert(copy[1], io.StringIO(copy[2]))
+                done = copy.end()
+            if sql[done:].strip():
+                cursor.execute(sql[done:])
     finally:
         raw.close()
 
