@@ -131,6 +131,8 @@ def _insert(table: sa.TableClause, name: str) -> None:
     if context.as_sql:
         context.impl.static_output(f"{copy};\\n{data.decode('utf-8')}\\\\.")
         return
+    from psycopg2 import extensions  # here, not above: loading a revision stays cheap
+
     cursor = op.get_bind().connection.driver_connection.cursor()
     waiting = extensions.get_wait_callback()
     extensions.set_wait_callback(None)
@@ -337,7 +339,6 @@ def _render_with_files(
         "import sqlalchemy as sa",
         "from alembic import op",
         "from alembic.util import CommandError",
-        *(["from psycopg2 import extensions"] if uses_rows else []),
         "from sqlalchemy.dialects import postgresql",
     ]
     digests = {
