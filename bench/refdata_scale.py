@@ -13,6 +13,9 @@ start to exit with its peak memory, on a throwaway embedded PostgreSQL 18 with d
 * upgrade step: the step's own time as ``migration_history`` records it (start-up
   excluded), against ``psql \\copy`` of the same rows into the same empty table, as psql's
   ``\\timing`` reports it; taking turns, after a downgrade or a TRUNCATE.
+* ways to insert the rows, server time on one connection: COPY of the revision's CSV file
+  (what it does), the rows as one JSON document read by position, one JSON object a row,
+  and ``op.bulk_insert``'s executemany.
 * every other alembic command (``upgrade head`` with nothing to do, ``current``,
   ``history``, ``heads``) before the big revision and after it: time and peak memory.
 * ``check`` and ``log sort_codes KEY`` with the big table present.
@@ -30,13 +33,17 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
+import json
 import random
 import re
 import statistics
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +52,7 @@ sys.path.insert(0, str(REPO_ROOT))
 import sqlalchemy as sa  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
+from sqlalchemy.dialects.postgresql import JSONB  # noqa: E402
 
 from bench.support import Measured, bench_server, measure  # noqa: E402
 from seed_data.db import embedded_bin_dir, libpq_connection  # noqa: E402
@@ -179,6 +187,7 @@ class Figures:
     change_bytes: int = 0
     big_bytes: int = 0
     commands: dict[str, tuple[Measured, Measured]] = field(default_factory=dict)
+    approaches: dict[str, float] = field(default_factory=dict)
 
     @property
     def step_ratio(self) -> float:
@@ -293,6 +302,8 @@ def table_size(server: PgServer, workdir: Path, count: int, runs: int, console: 
         copies.append(psql_copy_seconds(server, project.engine, declared))
     figures.upgrade_step = statistics.median(steps)
     figures.psql_copy = statistics.median(copies)
+    data_file = next(data_dir.glob("sort_codes.added.csv"))
+    figures.approaches = approaches(project.engine, data_file, runs)
     console.print(
         f"  upgrade step {figures.upgrade_step:.3f} s, psql \\copy {figures.psql_copy:.3f} s"
     )
@@ -324,6 +335,85 @@ def table_size(server: PgServer, workdir: Path, count: int, runs: int, console: 
     )
     project.engine.dispose()
     return figures
+
+
+TYPES = [
+    "varchar(8)", "varchar(120)", "varchar(120)", "varchar(200)", "varchar(200)",
+    "varchar(60)", "varchar(60)", "varchar(10)", "varchar(32)", "varchar(11)",
+    "boolean", "boolean", "integer", "numeric(6,2)", "jsonb",
+]  # fmt: skip
+
+
+def typed(cells: list[str]) -> list[object]:
+    """A generated row's cells as the values the model holds."""
+    values: list[object] = [cell or None for cell in cells[:10]]
+    values += [cells[10] == "true", cells[11] == "true", int(cells[12]), Decimal(cells[13])]
+    return [*values, json.loads(cells[14])]
+
+
+def approaches(engine: sa.Engine, data: Path, runs: int) -> dict[str, float]:
+    """Server time (first statement to commit) of ways to insert the same rows into the
+    empty table, taking turns: what the revision does (COPY of its CSV file) and the ways
+    it could have done it."""
+    text = data.read_text(encoding="utf-8")
+    rows = [typed(cells) for cells in list(csv.reader(io.StringIO(text, newline="")))[1:]]
+    arrays = [json.dumps(row, default=str, ensure_ascii=False) for row in rows]
+    objects = [json.dumps(dict(zip(COLUMNS, row, strict=True)), default=str) for row in rows]
+    columns = ", ".join(COLUMNS)
+    by_position = ", ".join(
+        f"(value ->> {n})::{t}" if t != "jsonb" else f"nullif(value -> {n}, 'null')"
+        for n, t in enumerate(TYPES)
+    )
+    record = ", ".join(f"{c} {t}" for c, t in zip(COLUMNS, TYPES, strict=True))
+    table = sa.table(
+        "sort_codes", *(sa.column(c, JSONB if c == "services" else None) for c in COLUMNS)
+    )
+
+    def batches(lines: list[str]) -> list[str]:
+        return ["[" + ",".join(lines[i : i + 5000]) + "]" for i in range(0, len(lines), 5000)]
+
+    def copy(conn: sa.Connection) -> None:
+        cursor = conn.connection.driver_connection.cursor()
+        cursor.copy_expert(
+            f"COPY sort_codes ({columns}) FROM STDIN WITH (FORMAT csv, HEADER true)",
+            io.StringIO(text),
+        )
+
+    def json_arrays(conn: sa.Connection) -> None:
+        for batch in batches(arrays):
+            conn.exec_driver_sql(
+                f"INSERT INTO sort_codes ({columns}) SELECT {by_position} FROM jsonb_array_elements(%(b)s::jsonb) AS value",
+                {"b": batch},
+            )
+
+    def json_objects(conn: sa.Connection) -> None:
+        for batch in batches(objects):
+            conn.exec_driver_sql(
+                f"INSERT INTO sort_codes ({columns}) SELECT {columns} FROM json_to_recordset(%(b)s::json) AS r({record})",
+                {"b": batch},
+            )
+
+    def bulk_insert(conn: sa.Connection) -> None:  # what op.bulk_insert does online
+        conn.execute(table.insert(), [dict(zip(COLUMNS, row, strict=True)) for row in rows])
+
+    ways = {
+        "COPY of the CSV data file (the revision)": copy,
+        "one JSON document, read by position": json_arrays,
+        "one JSON object a row (json_to_recordset)": json_objects,
+        "op.bulk_insert (executemany)": bulk_insert,
+    }
+    times: dict[str, list[float]] = {name: [] for name in ways}
+    for _ in range(runs):
+        for name, way in ways.items():
+            with engine.begin() as conn:
+                conn.exec_driver_sql("TRUNCATE sort_codes")
+            started = time.perf_counter()
+            with engine.begin() as conn:
+                way(conn)
+            times[name].append(time.perf_counter() - started)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("TRUNCATE sort_codes")
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def median_measured(runs: list[Measured]) -> Measured:
@@ -413,6 +503,22 @@ def report(big: Figures, bigger: Figures, grown: History, console: Console) -> b
             "{:.2f}x",
         )
     console.print(table)
+
+    ways = Table(title="Ways to insert the rows: server time, first statement to commit (medians)")
+    ways.add_column("way")
+    for figures in (big, bigger):
+        ways.add_column(f"{figures.rows:,} rows", justify="right")
+        ways.add_column("/ COPY", justify="right")
+    for name in big.approaches:
+        cells = []
+        for figures in (big, bigger):
+            seconds = figures.approaches[name]
+            cells += [
+                f"{seconds:.3f} s",
+                f"{seconds / next(iter(figures.approaches.values())):.2f}x",
+            ]
+        ways.add_row(name, *cells)
+    console.print(ways)
 
     hist = Table(title=f"History: {grown.start} -> {grown.end} revisions (seconds; medians)")
     for column in ("command", f"at {grown.start}", f"at {grown.end}", "per revision", "target"):

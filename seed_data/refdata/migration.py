@@ -350,7 +350,7 @@ def _render_with_files(
             "# SHA-256 digests are frozen here, so that the revision lock covers them too.",
             'ROWS = Path(__file__).with_suffix("")',
             f"DIGESTS = {literal(digests)}",
-            f"ROWS_PER_STATEMENT = {ROWS_PER_STATEMENT}",
+            *([f"ROWS_PER_STATEMENT = {ROWS_PER_STATEMENT}"] if uses_update else []),
         ]
     )
     files = "".join(f"  {name} ({file.rows:,} rows)\n" for name, file in data.items())
@@ -365,7 +365,9 @@ def _render_with_files(
                 "\n".join(imports),
                 _identifiers(
                     revision,
-                    'BEFORE, AFTER = "before", "after"  # the sides of *.changed and *.parked rows',
+                    'BEFORE, AFTER = "before", "after"  # the sides of *.changed and *.parked rows'
+                    if uses_update
+                    else "",
                 ),
                 constants,
             ]
@@ -386,8 +388,7 @@ def _identifiers(revision: Revision, sides: str) -> str:
             f"down_revision: str | Sequence[str] | None = {string(revision.down_revision)}",
             "branch_labels: str | Sequence[str] | None = None",
             "depends_on: str | Sequence[str] | None = None",
-            "",
-            sides,
+            *(["", sides] if sides else []),
         ]
     )
 
