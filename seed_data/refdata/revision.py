@@ -60,10 +60,20 @@ class Candidate:
 
 
 def _copy_of_scripts(config: Config, workdir: Path) -> Config:
-    """A config for a copy of the script directory under ``workdir`` (never the real one)."""
+    """A config for a copy of the script directory under ``workdir`` (never the real one).
+    Earlier revisions' data files, which may be large, are linked rather than copied: only
+    the new revision's rows are read, and it writes its own."""
     location = Path(load_script(config).dir)
     copy = workdir / location.name
-    shutil.copytree(location, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    versions = location / "versions"
+    linked = {d.name for d in versions.iterdir() if d.is_dir() and d.with_suffix(".py").is_file()}
+    shutil.copytree(
+        location,
+        copy,
+        ignore=lambda _, entries: {e for e in entries if e == "__pycache__" or e in linked},
+    )
+    for name in linked:
+        (copy / "versions" / name).symlink_to((versions / name).resolve())
     return alembic_config(config, script_location=copy)
 
 
