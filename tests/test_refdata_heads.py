@@ -9,13 +9,11 @@ from alembic import command
 from alembic.script import ScriptDirectory
 
 from seed_data.refdata.lock import read_lock
-from seed_data.refdata.state import read_rows
-from seed_data.refdata.tables import reference_tables
 from tests.helpers import run_alembic, snapshot_rows
 from tests.refdata_support import Workspace
 from tests.servers import PgServer
 from tests.test_refdata_failures import one_line
-from tests.test_refdata_history import make_heads, rate
+from tests.test_refdata_history import make_heads, rate, rows_in_either_order
 from tests.test_refdata_scale import add_faqs, faq_rows
 
 
@@ -43,15 +41,9 @@ def test_heads_that_change_different_fields_of_one_row_merge(
     assert "that change different reference rows or fields since their common ancestor" in (
         result.out
     )
-    rows = []
-    for order in (heads, heads[::-1]):
-        with pg_server.database(template=head_template) as database:
-            for head in order:
-                command.upgrade(workspace.config(database), head)
-            with database.connect() as conn:
-                rows.append(read_rows(conn, reference_tables()))
-    assert rows[0] == rows[1]
-    assert rows[0]["products"]["tracker_mortgage"]["description"] == "Follows the Bank Rate."
+    first, second = rows_in_either_order(workspace, pg_server, head_template, heads)
+    assert first == second
+    assert first["products"]["tracker_mortgage"]["description"] == "Follows the Bank Rate."
     assert workspace.refdata("merge", "-m", "merge the tracker changes").code == 0
 
 

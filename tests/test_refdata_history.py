@@ -254,6 +254,21 @@ def test_heads_whose_order_matters_are_a_conflict_though_no_row_is_on_both(
     ) in result.out
 
 
+def rows_in_either_order(
+    workspace: Workspace, pg_server: PgServer, template: str, heads: list[str]
+) -> list[dict]:
+    """The reference rows of a database at the heads' ancestor (``template``) that applied
+    the heads in their order, and of one that applied them the other way round."""
+    rows = []
+    for order in (heads, heads[::-1]):
+        with pg_server.database(template=template) as database:
+            for head in order:
+                command.upgrade(workspace.config(database), head)
+            with database.connect() as conn:
+                rows.append(read_rows(conn, reference_tables()))
+    return rows
+
+
 def test_disjoint_heads_give_the_same_rows_in_either_order_and_merge(
     workspace: Workspace, pg_server: PgServer, head_template: str
 ) -> None:
@@ -276,14 +291,8 @@ def test_disjoint_heads_give_the_same_rows_in_either_order_and_merge(
     assert result.code == 2 and "Run `refdata.py merge -m MSG`" in one_line(result.err)
 
     # What a database at their common ancestor sees: either head first, then the other.
-    rows = []
-    for order in (heads, heads[::-1]):
-        with pg_server.database(template=head_template) as database:
-            for head in order:
-                command.upgrade(workspace.config(database), head)
-            with database.connect() as conn:
-                rows.append(read_rows(conn, reference_tables()))
-    assert rows[0] == rows[1]
+    first, second = rows_in_either_order(workspace, pg_server, head_template, heads)
+    assert first == second
 
     result = workspace.refdata("merge", "-m", "merge the tracker and loan cuts")
 
