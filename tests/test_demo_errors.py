@@ -176,7 +176,9 @@ def test_a_statement_timeout_stops_the_load_with_one_line(
                 f"ALTER DATABASE \"{head_engine.url.database}\" SET statement_timeout = '300ms'"
             )
         )
+    started = time.monotonic()
     result = load_fixtures(head_engine, "--customers", "30")
+    assert_within(started, 15, "the load stopped by the database's 300 ms statement_timeout")
     assert_one_line_without_secret(result, 1, "statement timeout", "statement_timeout")
     assert "skipped" not in result.out
 
