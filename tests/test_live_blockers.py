@@ -37,7 +37,10 @@ APP_QUERY = Blocker(
 
 
 def give_up_line(*looks: list[Blocker]) -> str:
-    """The line a migration that gave up prints, after the watcher took these looks."""
+    """The line a migration that gave up prints, after the watcher took these looks.
+
+    Fed by hand: on a real server, an app query in the way for exactly one look (the
+    watcher looks every 50 ms) cannot be staged without a race."""
     watch = BlockerWatch(None, 1, None)  # type: ignore[arg-type]  # never started: fed by hand
     for look in looks:
         watch._record(look)
