@@ -14,6 +14,13 @@ from tests.demo_support import Loader, business_rows, install, partial_customers
 from tests.test_demo_errors import ALL_TABLES, assert_one_line_without_secret, role, url_shapes
 
 
+def loaded(engine: sa.Engine, load_fixtures: Loader, customers: int) -> dict[str, list[str]]:
+    """Load ``customers`` demo customers; the business rows they gave."""
+    assert load_fixtures(engine, "--customers", str(customers), "-q").code == 0
+    with engine.connect() as conn:
+        return business_rows(conn)
+
+
 def test_a_refused_row_that_is_its_customers_last_line_is_blamed_on_that_customer(
     head_engine: sa.Engine, load_fixtures: Loader
 ) -> None:
@@ -87,9 +94,7 @@ def test_a_deadlock_is_retried_five_times_in_all_then_stops_the_load(
 def test_clear_is_refused_before_deleting_anything_when_the_role_cannot_delete_the_record(
     head_engine: sa.Engine, load_fixtures: Loader
 ) -> None:
-    load_fixtures(head_engine, "--customers", "3", "-q")
-    with head_engine.connect() as conn:
-        before = business_rows(conn)
+    before = loaded(head_engine, load_fixtures, 3)
     with role(head_engine, ALL_TABLES) as name:
         with head_engine.begin() as conn:
             conn.execute(sa.text(f"REVOKE DELETE ON demo_data_set FROM {name}"))
@@ -126,9 +131,8 @@ OTHER_DATA_SETS = {
 def test_demo_data_of_another_source_catalogue_or_generator_is_never_added_to(
     head_engine: sa.Engine, load_fixtures: Loader
 ) -> None:
-    load_fixtures(head_engine, "--customers", "3", "-q")
+    before = loaded(head_engine, load_fixtures, 3)
     with head_engine.connect() as conn:
-        before = business_rows(conn)
         recorded = conn.execute(sa.text("SELECT * FROM demo_data_set")).one()._asdict()
     for case, (column, other, said) in OTHER_DATA_SETS.items():
         with head_engine.begin() as conn:
