@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from seed_data.db import REPO_ROOT
 from tests.helpers import ALEMBIC_BIN, alembic_env, revision_steps
+from tests.time_bounds import assert_within
 
 SEQUENCE_NUMBERS, BEFORE_IT = next(
     (s.revision, s.down_revision)
@@ -185,9 +186,13 @@ def succeeds_after_a_retry(
     """Run alembic while a session holds a lock; release it once alembic has retried."""
     with session(engine, "lock-holder") as holder:
         holder.execute(sa.text(hold))
+        started = time.monotonic()
         run = popen_alembic(*args, url=engine.url)
         try:
             wait_for(lambda: "retrying in" in run.stderr.readline(), "a lock-timeout retry")
+            # The first attempt's lock_timeout is 100 ms: a retry only after seconds means
+            # another timeout was used (one over 15 s would meet the statement timeout).
+            assert_within(started, 10, "the first lock-timeout retry")
             while_retrying()
         except BaseException:
             kill(run)

@@ -296,9 +296,13 @@ def test_a_second_run_waits_for_the_lock_and_writes_nothing_meanwhile(
 ) -> None:
     with pg_server.database(template=head_template) as engine, engine.connect() as holder:
         _advisory(holder, "pg_advisory_lock", DEMO_DATA_LOCK_KEY)
+        holder_pid = holder.scalar(sa.text("SELECT pg_backend_pid()"))
         process = run_script(engine.url, "--customers", "15")
         said = wait_for_output(process, "waiting for it to finish")
         assert "another load or clear of demo data is running" in said
+        assert f"running on this database (pid {holder_pid}, connected since " in said, (
+            "the waiting line must name the session holding the lock"
+        )
         time.sleep(0.5)
         with engine.connect() as conn:
             assert table_counts(conn)["customers"] == 0, "nothing may be written while waiting"

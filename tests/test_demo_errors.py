@@ -3,6 +3,7 @@ nothing written, and no password in any output, whichever way it was given."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,6 +15,7 @@ import sqlalchemy as sa
 from seed_data.demo import cli, session
 from tests.demo_support import Loader, Result, install, slow_inserts, table_counts
 from tests.servers import PgServer
+from tests.time_bounds import assert_within
 
 SECRET = "s3cret-Pw"
 
@@ -140,7 +142,10 @@ def test_a_lock_timeout_stops_the_load_with_one_line(
         )
     with head_engine.connect() as holder:
         holder.execute(sa.text("LOCK TABLE accounts IN SHARE MODE"))
+        started = time.monotonic()
         result = load_fixtures(head_engine, "--customers", "30")
+        # The database's 100 ms, not the loader's own 60 s (which must not override it).
+        assert_within(started, 15, "the load stopped by the database's lock_timeout")
         holder.rollback()
     assert_one_line_without_secret(
         result, 1, "lock timeout", "pg_stat_activity", "customer(s) committed in this run stay"
@@ -154,7 +159,9 @@ def test_without_a_lock_timeout_of_its_own_the_load_still_stops_waiting(
     monkeypatch.setattr(session, "LOCK_TIMEOUT", "200ms")  # 60 s in real runs
     with head_engine.connect() as holder:
         holder.execute(sa.text("LOCK TABLE customers IN SHARE MODE"))
+        started = time.monotonic()
         result = load_fixtures(head_engine, "--customers", "10")
+        assert_within(started, 15, "the load stopped by its own lock_timeout (200 ms here)")
         holder.rollback()
     assert_one_line_without_secret(result, 1, "lock timeout")
 
@@ -169,7 +176,9 @@ def test_a_statement_timeout_stops_the_load_with_one_line(
                 f"ALTER DATABASE \"{head_engine.url.database}\" SET statement_timeout = '300ms'"
             )
         )
+    started = time.monotonic()
     result = load_fixtures(head_engine, "--customers", "30")
+    assert_within(started, 15, "the load stopped by the database's 300 ms statement_timeout")
     assert_one_line_without_secret(result, 1, "statement timeout", "statement_timeout")
     assert "skipped" not in result.out
 

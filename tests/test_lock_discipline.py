@@ -5,6 +5,7 @@ before anything runs."""
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import pytest
 import sqlalchemy as sa
@@ -36,6 +37,7 @@ from tests.live_support import (
     session,
     succeeds_after_a_retry,
 )
+from tests.time_bounds import assert_within
 
 STEPS = revision_steps()
 SECRET = "s3cret-Pa55"
@@ -82,7 +84,9 @@ def test_blocked_migration_gives_up_naming_the_blocker_then_succeeds_once_it_end
     with session(engine, "nightly-report") as report:
         blocker = report.scalar(sa.text("SELECT pg_backend_pid()"))
         report.execute(sa.text(f"SELECT count(*), '{SECRET}' FROM messages"))  # holds the table
+        started = time.monotonic()
         result = run_alembic("-x", "lock_retry_for=2s", "upgrade", "head", url=url)
+        assert_within(started, 12, "giving up after a 2 s lock_retry_for (3 min by default)")
         report.rollback()
 
     output = result.stdout + result.stderr
@@ -257,8 +261,10 @@ def test_blocked_caller_transaction_is_not_retried_or_committed(
         callers.execute(sa.text("SET lock_timeout = '200ms'"))
         config = Config(str(ALEMBIC_INI))
         config.attributes["connection"] = callers
+        started = time.monotonic()
         with pytest.raises(CommandError, match="lock timeout"):
             command.upgrade(config, "head")
+        assert_within(started, 15, "the caller's 200 ms lock_timeout")
         assert callers.in_transaction(), "env.py must leave the caller's transaction to them"
         callers.rollback()
         holder.rollback()

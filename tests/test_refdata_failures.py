@@ -35,6 +35,7 @@ from tests.refdata_support import (
     assert_ruff_clean,
 )
 from tests.servers import PgServer
+from tests.time_bounds import assert_within
 
 PASSWORD = "p@ss w0rd:/?"
 
@@ -253,7 +254,9 @@ def test_check_live_waits_briefly_for_a_lock_then_says_so(
     aim_database_url(monkeypatch, head_engine)
     with head_engine.connect() as holder:
         holder.exec_driver_sql("LOCK TABLE products IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
         result = workspace.refdata("check", "--live")
+        assert_within(started, 15, "check --live behind a lock, with a 200 ms lock_timeout")
         holder.rollback()
     assert result.code == 2
     assert "another session holds a lock" in one_line(result.err)
