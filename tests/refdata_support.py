@@ -102,11 +102,16 @@ class Workspace:
         return Result(code, out, err)
 
     def process(
-        self, *args: str, database_url: URL | str | None = None, env: dict[str, str] | None = None
+        self,
+        *args: str,
+        database_url: URL | str | None = None,
+        env: dict[str, str] | None = None,
+        python: tuple[str, ...] = (),
     ) -> subprocess.Popen[str]:
-        """The real ``scripts/refdata.py``, started as a user would start it."""
+        """The real ``scripts/refdata.py``, started as a user would start it (``python``:
+        options for the interpreter)."""
         return subprocess.Popen(
-            [sys.executable, str(REFDATA_SCRIPT), *self.arguments(*args)],
+            [sys.executable, *python, str(REFDATA_SCRIPT), *self.arguments(*args)],
             cwd=self.root,
             env={**alembic_env(database_url), **(env or {})},
             stdout=subprocess.PIPE,
