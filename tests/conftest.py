@@ -71,8 +71,8 @@ def head_engine(pg_server: PgServer, head_template: str) -> Iterator[sa.Engine]:
 
 # pytest-alembic: its built-in tests (tests/test_migrations_builtin.py) use these.
 @pytest.fixture
-def alembic_engine(engine: sa.Engine) -> sa.Engine:
-    return engine
+def alembic_engine(head_engine: sa.Engine) -> sa.Engine:
+    return head_engine
 
 
 @pytest.fixture

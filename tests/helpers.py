@@ -117,11 +117,32 @@ SCHEMA_QUERIES = {
         SELECT p.oid::regprocedure::text || ' ' || md5(p.prosrc)
         FROM pg_proc AS p WHERE p.pronamespace = 'public'::regnamespace
     """,
+    "triggers": """
+        SELECT pg_get_triggerdef(t.oid) FROM pg_trigger AS t JOIN pg_class AS c ON c.oid = t.tgrelid
+        WHERE c.relnamespace = 'public'::regnamespace AND NOT t.tgisinternal
+    """,
+    "sequences": """
+        SELECT sequencename || ' ' || data_type || ' ' || start_value || ' ' || increment_by
+        FROM pg_sequences WHERE schemaname = 'public'
+    """,
+    "types": """
+        SELECT t.typname || ' ' || t.typtype::text || ' '
+            || coalesce((SELECT string_agg(enumlabel, ',' ORDER BY enumsortorder)
+                         FROM pg_enum WHERE enumtypid = t.oid), '')
+        FROM pg_type AS t
+        WHERE t.typnamespace = 'public'::regnamespace AND t.typelem = 0 AND t.typrelid = 0
+    """,
+    "views": """
+        SELECT c.relname || ' ' || c.relkind::text || ' ' || md5(pg_get_viewdef(c.oid))
+        FROM pg_class AS c
+        WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('v', 'm')
+    """,
 }
 
 
 def schema_fingerprint(conn: sa.Connection) -> dict[str, list[str]]:
-    """Tables, columns, constraints, indexes and functions of the public schema, sorted.
+    """Columns, constraints, indexes, functions, triggers, sequences, types and views of the
+    public schema, sorted.
 
     alembic_version is left out: it is alembic's bookkeeping, created on the first run and
     kept (empty) after a downgrade to base; its rows are in :func:`snapshot_rows`.

@@ -7,6 +7,8 @@ migration_history: every step appends to it, so its rows are checked on their ow
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pytest
 import sqlalchemy as sa
 from alembic import command
@@ -27,6 +29,7 @@ from tests.helpers import (
     schema_fingerprint,
     snapshot_rows,
 )
+from tests.migrator import Migrator
 from tests.servers import PgServer
 
 STEPS = revision_steps()
@@ -62,54 +65,79 @@ def expected_history(step: Step, direction: str) -> list[tuple[str, str, str, st
     return own
 
 
-@pytest.mark.parametrize("step", STEPS, ids=[s.file_stem for s in STEPS])
-def test_revision_round_trips_rows(step: Step, engine: sa.Engine) -> None:
-    """Rows of every table but migration_history, which each step appends to (checked
-    directly: one row per step, with the file's checksum)."""
-    config = config_for(engine)
-    if step.down_revision != "base":
-        command.upgrade(config, step.down_revision)
-    with engine.connect() as conn:
-        before, schema_before = snapshot_rows(conn, history=False), schema_fingerprint(conn)
-        history = history_rows(conn)
+@dataclass(frozen=True)
+class Snapshot:
+    """A database's contents between two steps: rows (all but migration_history), schema,
+    and migration_history on its own."""
 
-    def history_after(conn: sa.Connection, direction: str) -> None:
-        nonlocal history
-        now = history_rows(conn)
-        if direction == "downgrade" and step.revision == HISTORY_REVISION:
-            assert now == [], "the history revision's downgrade drops the table"
-        else:
-            assert history_added(history, now) == expected_history(step, direction)
-        history = now
+    rows: dict[str, list[str]]
+    schema: dict[str, list[str]]
+    history: list[dict]
 
-    command.upgrade(config, step.revision)
-    with engine.connect() as conn:
-        after_first_upgrade = snapshot_rows(conn, history=False)
-        history_after(conn, "upgrade")
+    @classmethod
+    def of(cls, engine: sa.Engine) -> Snapshot:
+        with engine.connect() as conn:
+            return cls(
+                snapshot_rows(conn, history=False), schema_fingerprint(conn), history_rows(conn)
+            )
 
-    command.downgrade(config, step.down_revision)
-    with engine.connect() as conn:
-        after_downgrade = snapshot_rows(conn, history=False)
-        schema_after_downgrade = schema_fingerprint(conn)
-        history_after(conn, "downgrade")
-    assert schema_after_downgrade == schema_before, (
-        f"downgrading {step.file_stem} left the schema different (tables, columns, constraints,"
-        " indexes or functions): its downgrade() must drop everything its upgrade() created."
+
+def test_every_revision_round_trips_rows_and_schema(engine: sa.Engine) -> None:
+    """One database walks the history: for every step, downgrade gives back the rows and
+    the schema it found, upgrade again gives the rows of the first upgrade, and each upgrade
+    and downgrade appends exactly its own migration_history row. One walk, with snapshots
+    between the steps, costs one migration per step, not one per step per revision."""
+    migrator = Migrator(engine)
+    before = Snapshot.of(engine)
+    for step in STEPS:
+        before = round_trip(step, migrator, engine, before)
+
+
+def round_trip(step: Step, migrator: Migrator, engine: sa.Engine, before: Snapshot) -> Snapshot:
+    """Upgrade, downgrade and upgrade again through ``step``; what the database holds after."""
+    migrator.upgrade(step.revision)
+    first = Snapshot.of(engine)
+    assert_history(step, "upgrade", before, first)
+
+    migrator.downgrade(step.down_revision)
+    downgraded = Snapshot.of(engine)
+    if step.revision == HISTORY_REVISION:
+        assert downgraded.history == [], "the history revision's downgrade drops the table"
+    else:
+        assert_history(step, "downgrade", first, downgraded)
+    assert downgraded.schema == before.schema, (
+        f"downgrading {step.file_stem} left the schema different in"
+        f" {differing_tables(before.schema, downgraded.schema)} (tables, columns, constraints,"
+        " indexes, functions, triggers, sequences, types or views): its downgrade() must drop"
+        " everything its upgrade() created."
     )
-    assert after_downgrade == before, (
-        f"downgrading {step.file_stem} changed rows in {differing_tables(before, after_downgrade)}:"
-        " its downgrade() must delete exactly the rows upgrade() inserted and restore every"
-        " value upgrade() changed, from constants frozen in the same file."
+    assert downgraded.rows == before.rows, (
+        f"downgrading {step.file_stem} changed rows in"
+        f" {differing_tables(before.rows, downgraded.rows)}: its downgrade() must delete"
+        " exactly the rows upgrade() inserted and restore every value upgrade() changed, from"
+        " constants frozen in the same file."
     )
 
-    command.upgrade(config, step.revision)
-    with engine.connect() as conn:
-        after_second_upgrade = snapshot_rows(conn, history=False)
-        history_after(conn, "upgrade")
-    assert after_second_upgrade == after_first_upgrade, (
+    migrator.upgrade(step.revision)
+    again = Snapshot.of(engine)
+    assert_history(step, "upgrade", downgraded, again)
+    assert again.rows == first.rows, (
         f"upgrading {step.file_stem} a second time gave different rows in"
-        f" {differing_tables(after_first_upgrade, after_second_upgrade)}: upgrade() must not"
-        " depend on state its downgrade() leaves behind (e.g. sequences or generated ids)."
+        f" {differing_tables(first.rows, again.rows)}: upgrade() must not depend on state its"
+        " downgrade() leaves behind (e.g. sequences or generated ids)."
+    )
+    assert again.schema == first.schema, (
+        f"upgrading {step.file_stem} a second time gave a different schema in"
+        f" {differing_tables(first.schema, again.schema)}: upgrade() must not depend on what"
+        " its downgrade() leaves behind."
+    )
+    return again
+
+
+def assert_history(step: Step, direction: str, before: Snapshot, after: Snapshot) -> None:
+    assert history_added(before.history, after.history) == expected_history(step, direction), (
+        f"the {direction} of {step.file_stem} appended other migration_history rows than its"
+        " own (env.py records one per step, with the file's checksum from the lock)"
     )
 
 

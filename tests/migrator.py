@@ -1,0 +1,61 @@
+"""alembic's upgrade and downgrade, online and ``--sql``, with the script directory loaded once.
+
+``alembic.command`` loads every revision file again on each call. A test that walks the
+whole history one step at a time would pay for that on every step, so its cost would grow
+with the square of the history's length. These run the same ``env.py`` the same way
+``alembic.command`` does (an ``EnvironmentContext`` around ``run_env()``), on one
+``ScriptDirectory``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+from alembic.config import Config
+from alembic.runtime.environment import EnvironmentContext
+from alembic.script import ScriptDirectory
+
+from tests.helpers import ALEMBIC_INI, config_for
+
+Revisions = Callable[[Any, Any], Any]
+
+
+def _config(x_arguments: dict[str, object], **kwargs: Any) -> Config:
+    config = Config(str(ALEMBIC_INI), **kwargs)
+    config.cmd_opts = argparse.Namespace(x=[f"{k}={v}" for k, v in x_arguments.items()])
+    return config
+
+
+class Migrator:
+    """Upgrades and downgrades ``engine`` (or, without one, writes ``--sql`` scripts)."""
+
+    def __init__(self, engine: sa.Engine | None = None, **x_arguments: object) -> None:
+        self._x = x_arguments
+        self.config = _config(x_arguments) if engine is None else config_for(engine, **x_arguments)
+        self.script = ScriptDirectory.from_config(self.config)
+
+    def upgrade(self, target: str) -> None:
+        # alembic.command.upgrade's own step function (a private method, as there).
+        self._run(self.config, lambda heads, _: self.script._upgrade_revs(target, heads), target)
+
+    def downgrade(self, target: str) -> None:
+        self._run(self.config, lambda heads, _: self.script._downgrade_revs(target, heads), target)
+
+    def sql(self, direction: str, start: str, end: str) -> str:
+        """What ``alembic <direction> start:end --sql`` writes."""
+        buffer = io.StringIO()
+        config = _config(self._x, output_buffer=buffer)
+        if direction == "upgrade":
+            steps: Revisions = lambda heads, _: self.script._upgrade_revs(end, heads)  # noqa: E731
+        else:
+            steps = lambda heads, _: self.script._downgrade_revs(end, heads)  # noqa: E731
+        self._run(config, steps, end, as_sql=True, starting_rev=start)
+        return buffer.getvalue()
+
+    def _run(self, config: Config, steps: Revisions, target: str, **options: Any) -> None:
+        with EnvironmentContext(config, self.script, fn=steps, destination_rev=target, **options):
+            self.script.run_env()
