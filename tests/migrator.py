@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import io
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,24 +20,28 @@ from alembic.config import Config
 from alembic.runtime.environment import EnvironmentContext
 from alembic.script import ScriptDirectory
 
-from tests.helpers import ALEMBIC_INI, config_for
+from tests.helpers import ALEMBIC_INI
 
 Revisions = Callable[[Any, Any], Any]
 
 
-def _config(x_arguments: dict[str, object], **kwargs: Any) -> Config:
-    config = Config(str(ALEMBIC_INI), **kwargs)
-    config.cmd_opts = argparse.Namespace(x=[f"{k}={v}" for k, v in x_arguments.items()])
-    return config
-
-
 class Migrator:
-    """Upgrades and downgrades ``engine`` (or, without one, writes ``--sql`` scripts)."""
+    """Upgrades and downgrades ``engine`` (or, without one, writes ``--sql`` scripts) with
+    the alembic.ini ``ini``; ``x_arguments`` are what ``alembic -x name=value`` passes."""
 
-    def __init__(self, engine: sa.Engine | None = None, **x_arguments: object) -> None:
-        self._x = x_arguments
-        self.config = _config(x_arguments) if engine is None else config_for(engine, **x_arguments)
+    def __init__(
+        self, engine: sa.Engine | None = None, ini: Path = ALEMBIC_INI, **x_arguments: object
+    ) -> None:
+        self._ini, self._x = ini, x_arguments
+        self.config = self._config(engine)
         self.script = ScriptDirectory.from_config(self.config)
+
+    def _config(self, engine: sa.Engine | None, **kwargs: Any) -> Config:
+        config = Config(str(self._ini), **kwargs)
+        config.cmd_opts = argparse.Namespace(x=[f"{k}={v}" for k, v in self._x.items()])
+        if engine is not None:
+            config.attributes["connection"] = engine  # env.py takes its own lock on it
+        return config
 
     def upgrade(self, target: str) -> None:
         # alembic.command.upgrade's own step function (a private method, as there).
@@ -48,7 +53,7 @@ class Migrator:
     def sql(self, direction: str, start: str, end: str) -> str:
         """What ``alembic <direction> start:end --sql`` writes."""
         buffer = io.StringIO()
-        config = _config(self._x, output_buffer=buffer)
+        config = self._config(None, output_buffer=buffer)
         if direction == "upgrade":
             steps: Revisions = lambda heads, _: self.script._upgrade_revs(end, heads)  # noqa: E731
         else:

@@ -127,10 +127,15 @@ class Workspace:
         return Result(process.returncode, out, err)
 
     def add_revision(
-        self, message: str, upgrade_sql: str, downgrade_sql: str, on: str | None = None
+        self,
+        message: str,
+        upgrade_sql: str | tuple[str, ...],
+        downgrade_sql: str | tuple[str, ...],
+        on: str | None = None,
     ) -> Path:
-        """A hand-written revision running these statements, made by alembic and locked; on
-        head, or on revision ``on`` (another head, as a branch made elsewhere would be)."""
+        """A hand-written revision running these statements (one ``op.execute`` each), made
+        by alembic and locked; on head, or on revision ``on`` (another head, as a branch
+        made elsewhere would be)."""
         script = command.revision(
             self.config(), message=message, head=on or "head", splice=on is not None
         )
@@ -148,11 +153,11 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.execute({upgrade_sql!r})
+    {_executes(upgrade_sql)}
 
 
 def downgrade() -> None:
-    op.execute({downgrade_sql!r})
+    {_executes(downgrade_sql)}
 ''',
             encoding="utf-8",
         )
@@ -172,6 +177,11 @@ def downgrade() -> None:
             and not leftovers
             and self.lock.read_text(encoding="utf-8") == repository_lock
         )
+
+
+def _executes(sql: str | tuple[str, ...]) -> str:
+    statements = (sql,) if isinstance(sql, str) else sql
+    return "\n    ".join(f"op.execute({statement!r})" for statement in statements)
 
 
 def aim_database_url(monkeypatch: pytest.MonkeyPatch, target: sa.Engine | URL) -> None:
