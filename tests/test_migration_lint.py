@@ -30,6 +30,7 @@ from seed_data.migration_lint import (
 from tests.helpers import Step, revision_steps
 from tests.migrator import Migrator
 
+pytestmark = pytest.mark.history
 ALLOWANCES_FILE = REPO_ROOT / "alembic" / "squawk_allowances.toml"
 SQUAWK = Path(sys.executable).with_name("squawk")
 # The oldest server the tests run on: rules that depend on the version judge for it.

@@ -17,6 +17,9 @@ holds it to its revision. Its rows are tested in tests/test_round_trip.py and
 tests/test_migration_history.py.
 """
 
+import pytest
 from pytest_alembic.tests import test_model_definitions_match_ddl, test_single_head_revision
+
+pytestmark = pytest.mark.history
 
 __all__ = ["test_model_definitions_match_ddl", "test_single_head_revision"]

@@ -39,6 +39,7 @@ def offline_scripts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
     return scripts
 
 
+@pytest.mark.history
 def test_offline_upgrade_gives_the_online_schema_and_rows(
     pg_server: PgServer,
     offline_scripts: dict[str, Path],
@@ -74,6 +75,7 @@ def same_step(row: dict) -> tuple[str, str, str | None]:
     return row["revision"], row["direction"], row["checksum"]
 
 
+@pytest.mark.history
 def test_offline_downgrade_to_base_leaves_an_empty_schema(
     pg_server: PgServer, offline_scripts: dict[str, Path], engine: sa.Engine
 ) -> None:

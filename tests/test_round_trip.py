@@ -82,6 +82,7 @@ class Snapshot:
             )
 
 
+@pytest.mark.history
 def test_every_revision_round_trips_rows_and_schema(engine: sa.Engine) -> None:
     """One database walks the history: for every step, downgrade gives back the rows and
     the schema it found, upgrade again gives the rows of the first upgrade, and each upgrade
