@@ -197,7 +197,7 @@ def run_lock_safe(connection: Connection, engine: Engine, settings: LockSettings
     """Our own connection: per-step timeouts, retries, and blockers named on giving up."""
     options = {**COMMON_OPTIONS, **settings.revision_options(autocommit_allowed=True)}
     pid = connection.connection.dbapi_connection.get_backend_pid()
-    with BlockerWatch(engine, pid, engine.url) as watch:
+    with BlockerWatch(engine, pid, engine.url, settings.app_wait_max / 1000) as watch:
         retry = LockRetry(connection, settings, engine.url, watch)
         configure(ONLINE, retry.plan, connection=connection, **options)
         event.listen(connection, "commit", retry.on_commit)
