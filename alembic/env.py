@@ -41,7 +41,7 @@ from seed_data.db import (
     database_url,
     redact,
 )
-from seed_data.db_errors import QUERY_CANCELED, classify, first_line, sqlstate
+from seed_data.db_errors import classify, driver_error, first_line, server_error, sqlstate
 from seed_data.lock_discipline import (
     RETRIED_SQLSTATES,
     BlockerWatch,
@@ -143,27 +143,40 @@ def migration_lock(connection: Connection) -> Iterator[None]:
     connection.commit()
     try:
         yield
-    finally:
-        if not connection.invalidated:
-            connection.rollback()
-            # Our timeouts must not outlive the run on a pooled connection.
-            connection.exec_driver_sql("RESET lock_timeout; RESET statement_timeout")
-            connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK_KEY})
-            connection.commit()
+    except BaseException:
+        # The run failed; if the connection went with it, so did the lock. A failure to
+        # clean up must not hide why the run failed.
+        with contextlib.suppress(exc.SQLAlchemyError):
+            release_migration_lock(connection)
+        raise
+    release_migration_lock(connection)
+
+
+def release_migration_lock(connection: Connection) -> None:
+    if connection.invalidated:
+        return  # the session is gone, and its lock with it
+    connection.rollback()
+    # Our timeouts must not outlive the run on a pooled connection.
+    connection.exec_driver_sql("RESET lock_timeout; RESET statement_timeout")
+    connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK_KEY})
+    connection.commit()
 
 
 def failure(
-    error: exc.DBAPIError, url: URL | None, progress: StepProgress | None = None
+    error: BaseException, url: URL | None, progress: StepProgress | None = None
 ) -> CommandError:
-    """One line for a server error: what happened, in which step, what it left, what to do."""
+    """One line for a server error (a DBAPIError, or an error with one behind it: see
+    ``server_error``): what happened, in which step, what it left, what to do."""
+    error = server_error(error) or error
     if sqlstate(error) == REFERENCE_ROW_IN_USE:
         # The guard's message already names the table, keys and referencing rows.
-        diag = error.orig.diag
+        diag = driver_error(error).diag
         return CommandError(f"{diag.message_primary}\n{diag.message_hint}")
     known = classify(error, url)
     if known is not None:
         said = known.message
-        if sqlstate(error) == QUERY_CANCELED and known.cause == "statement timeout":
+        if progress is not None and known.cause == "statement timeout":
+            # Our own setting, which the steps run with (a role's applies before it).
             said += " (for migrations: -x statement_timeout=1min or MIGRATION_STATEMENT_TIMEOUT)"
     else:
         said = f"{first_line(error, url)} (SQLSTATE {sqlstate(error) or 'none'})"
@@ -189,7 +202,9 @@ def run_in_callers_transaction(connection: Connection, settings: LockSettings) -
     )
     try:
         run_steps()
-    except exc.DBAPIError as error:
+    except Exception as error:
+        if server_error(error) is None:
+            raise
         raise failure(error, connection.engine.url) from error
 
 
@@ -205,17 +220,19 @@ def run_lock_safe(connection: Connection, engine: Engine, settings: LockSettings
             retry.run(run_steps)
         except GaveUp as gave_up:
             raise CommandError(str(gave_up)) from None
-        except exc.DBAPIError as error:
-            raise failure(error, engine.url, retry.progress) from error
         except BaseException as error:
-            if not interrupted(error):
+            if interrupted(error):
+                if not connection.invalidated:
+                    connection.invalidate()  # send nothing more; the server rolls back
+                raise CommandError(
+                    f"{describe_step(retry.progress.current)}: interrupted."
+                    f" {retry.progress.outcome()}; run the same command again to finish."
+                ) from None
+            if server_error(error) is None:
                 raise
-            if not connection.invalidated:
-                connection.invalidate()  # send nothing more; the server rolls back
-            raise CommandError(
-                f"{describe_step(retry.progress.current)}: interrupted."
-                f" {retry.progress.outcome()}; run the same command again to finish."
-            ) from None
+            # Also a connection lost inside an autocommit part, which SQLAlchemy reports
+            # as PendingRollbackError while alembic leaves the part.
+            raise failure(error, engine.url, retry.progress) from error
         finally:
             event.remove(connection, "commit", retry.on_commit)
 
@@ -295,6 +312,10 @@ def run_migrations_online(settings: LockSettings) -> None:
         try:
             opened = engine.connect()
         except exc.OperationalError as error:
+            if sqlstate(error) is not None:
+                # Connected: a statement the driver runs on connecting failed (a role's
+                # statement_timeout, say), and the server said why.
+                raise failure(error, engine.url) from error
             reason = first_line(error, engine.url)
             raise CommandError(f"cannot connect to {redact(engine.url)}: {reason}") from None
         with opened as connection:
@@ -306,7 +327,11 @@ def run_migrations_online(settings: LockSettings) -> None:
             try:
                 with migration_lock(connection):
                     run_lock_safe(connection, engine, settings)
-            except exc.DBAPIError as error:  # taking or releasing the deploy lock
+            except CommandError:
+                raise  # said already, with the server's error behind it
+            except Exception as error:  # taking or releasing the deploy lock
+                if server_error(error) is None:
+                    raise
                 raise failure(error, engine.url) from error
 
 

@@ -41,6 +41,8 @@ RETRIED_SQLSTATES = {LOCK_NOT_AVAILABLE: "lock timeout", DEADLOCK: "deadlock"}
 # How often the watcher looks at the migration's backend, and how long a wait must last
 # before it is logged (so an operator sees what a long CONCURRENTLY build waits for).
 WATCH_INTERVAL = 0.05
+# How long the watcher waits before saying it lost its connection (see BlockerWatch._lost).
+QUIET_FOR = 1.0
 # How often a retry looks whether the sessions that blocked the last attempt have gone.
 BLOCKER_POLL = 0.1
 STILL_OPEN = sa.text("""
@@ -311,8 +313,7 @@ class BlockerWatch:
             connection = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         except sa.exc.DBAPIError as error:
             # A role at its connection limit, say: the migration still runs, unnamed blockers.
-            self.unavailable = first_line(error, self._url)
-            log.warning("cannot watch for blocking sessions: %s", self.unavailable)
+            self._lost("cannot watch for blocking sessions", error)
             return
         with connection:
             while not self._stop.wait(WATCH_INTERVAL):
@@ -321,10 +322,20 @@ class BlockerWatch:
                     if self.app_wait_max is not None:
                         self._bound_holds(connection)
                 except sa.exc.DBAPIError as error:
-                    self.unavailable = first_line(error, self._url)
-                    log.warning("stopped watching for blocking sessions: %s", self.unavailable)
+                    self._lost("stopped watching for blocking sessions", error)
                     return
                 self._record([Blocker(*row) for row in rows])
+
+    def _lost(self, what: str, error: sa.exc.DBAPIError) -> None:
+        """Say that the watch has stopped, unless the run ends first: a server restart ends
+        the migration's session too, and its own line says what happened."""
+        self.unavailable = first_line(error, self._url)
+        if not self._stop.wait(QUIET_FOR):
+            log.warning(
+                "%s (lock holds are not bounded for the rest of this run): %s",
+                what,
+                self.unavailable,
+            )
 
     def _bound_holds(self, connection: sa.Connection) -> None:
         """Cancel the migration's statement once an app session has waited too long for a

