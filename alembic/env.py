@@ -143,23 +143,13 @@ def migration_lock(connection: Connection) -> Iterator[None]:
     connection.commit()
     try:
         yield
-    except BaseException:
-        # The run failed; if the connection went with it, so did the lock. A failure to
-        # clean up must not hide why the run failed.
-        with contextlib.suppress(exc.SQLAlchemyError):
-            release_migration_lock(connection)
-        raise
-    release_migration_lock(connection)
-
-
-def release_migration_lock(connection: Connection) -> None:
-    if connection.invalidated:
-        return  # the session is gone, and its lock with it
-    connection.rollback()
-    # Our timeouts must not outlive the run on a pooled connection.
-    connection.exec_driver_sql("RESET lock_timeout; RESET statement_timeout")
-    connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK_KEY})
-    connection.commit()
+    finally:
+        if not connection.invalidated:
+            connection.rollback()
+            # Our timeouts must not outlive the run on a pooled connection.
+            connection.exec_driver_sql("RESET lock_timeout; RESET statement_timeout")
+            connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK_KEY})
+            connection.commit()
 
 
 def failure(
