@@ -93,12 +93,12 @@ def test_previous_release_writes_through_upgrade_and_downgrade_and_its_rows_are_
         writer.start()
     try:
         windows = []
-        for args in (["-x", "batch_size=2", "upgrade", "head"], ["downgrade", BEFORE_IT]):
+        for args in (["-x", "batch_size=2", "upgrade", SEQUENCE_NUMBERS], ["downgrade", BEFORE_IT]):
             started = time.monotonic()
             result = run_alembic(*args, url=engine.url)
             windows.append((started, time.monotonic()))
             assert result.returncode == 0, result.stderr
-            if args[-1] == "head":
+            if args[-1] == SEQUENCE_NUMBERS:
                 with engine.connect() as conn:
                     assert numbering_problems(conn) == []
             time.sleep(0.2)  # and after it
@@ -121,7 +121,7 @@ def test_concurrent_inserts_into_one_conversation_get_consecutive_numbers(
     before_sequence_numbers: sa.Engine,
 ) -> None:
     engine = before_sequence_numbers
-    assert run_alembic("upgrade", "head", url=engine.url).returncode == 0
+    assert run_alembic("upgrade", SEQUENCE_NUMBERS, url=engine.url).returncode == 0
     errors: list[str] = []
 
     def insert_many() -> None:
@@ -184,7 +184,13 @@ def test_a_backfill_stopped_midway_is_finished_by_the_next_upgrade(
         pause.execute(sa.text(f"SELECT pg_advisory_lock({PAUSE_KEY})"))
         pause.commit()
         run = popen_alembic(
-            "-x", "batch_size=2", "-x", "lock_retry_for=10min", "upgrade", "head", url=engine.url
+            "-x",
+            "batch_size=2",
+            "-x",
+            "lock_retry_for=10min",
+            "upgrade",
+            SEQUENCE_NUMBERS,
+            url=engine.url,
         )
         try:
             backend = wait_for(
@@ -225,13 +231,13 @@ WHERE indrelid = 'messages'::regclass AND NOT indisvalid
 @pytest.mark.parametrize(
     ("direction", "target", "build"),
     [
-        ("upgrade", "head", "CREATE UNIQUE INDEX CONCURRENTLY"),
+        ("upgrade", SEQUENCE_NUMBERS, "CREATE UNIQUE INDEX CONCURRENTLY"),
         ("downgrade", BEFORE_IT, "CREATE INDEX CONCURRENTLY"),
     ],
 )
 def test_a_cancelled_index_build_is_rebuilt_by_the_next_run(
     before_sequence_numbers: sa.Engine,
-    head_engine: sa.Engine,
+    pg_server: PgServer,
     direction: str,
     target: str,
     build: str,
@@ -241,10 +247,11 @@ def test_a_cancelled_index_build_is_rebuilt_by_the_next_run(
     with engine.connect() as conn:
         expected = schema_fingerprint(conn)
     if direction == "upgrade":
-        with head_engine.connect() as conn:
+        with pg_server.database() as at_target, at_target.connect() as conn:
+            command.upgrade(config_for(at_target), SEQUENCE_NUMBERS)
             expected = schema_fingerprint(conn)
     else:
-        assert run_alembic("upgrade", "head", url=engine.url).returncode == 0
+        assert run_alembic("upgrade", SEQUENCE_NUMBERS, url=engine.url).returncode == 0
 
     with session(engine, "long-report") as report, watcher(engine) as watch:
         # An open snapshot: CONCURRENTLY waits for it to end before the index is valid.

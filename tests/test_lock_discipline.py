@@ -18,7 +18,7 @@ from seed_data.lock_discipline import (
     format_ms,
     parse_duration,
 )
-from seed_data.migration_history import NOT_RECORDED, ONLINE
+from seed_data.migration_history import HISTORY_REVISION, NOT_RECORDED, ONLINE
 from tests.helpers import (
     ALEMBIC_INI,
     config_for,
@@ -82,7 +82,7 @@ def test_blocked_migration_gives_up_naming_the_blocker_then_succeeds_once_it_end
     with session(engine, "nightly-report") as report:
         blocker = report.scalar(sa.text("SELECT pg_backend_pid()"))
         report.execute(sa.text(f"SELECT count(*), '{SECRET}' FROM messages"))  # holds the table
-        result = run_alembic("-x", "lock_retry_for=2s", "upgrade", "head", url=url)
+        result = run_alembic("-x", "lock_retry_for=2s", "upgrade", SEQUENCE_NUMBERS, url=url)
         report.rollback()
 
     output = result.stdout + result.stderr
@@ -117,15 +117,20 @@ def test_a_step_that_times_out_is_retried_and_succeeds_when_the_blocker_ends(
 ) -> None:
     engine = before_sequence_numbers
     succeeds_after_a_retry(
-        engine, "SELECT count(*) FROM messages", "-x", "lock_retry_for=1min", "upgrade", "head"
+        engine,
+        "SELECT count(*) FROM messages",
+        "-x",
+        "lock_retry_for=1min",
+        "upgrade",
+        HISTORY_REVISION,
     )
     with engine.connect() as conn:
-        assert current_revision(conn) == STEPS[-1].revision
+        assert current_revision(conn) == HISTORY_REVISION
         assert numbering_problems(conn) == []
         history = history_rows(conn)
     # The retried step is recorded once (by the history revision, later in the same run),
     # started at its first attempt: its duration includes the lock wait and the pause.
-    ran = [s.revision for s in STEPS]
+    ran = [s.revision for s in STEPS[: [s.revision for s in STEPS].index(HISTORY_REVISION) + 1]]
     earlier = ran[: ran.index(SEQUENCE_NUMBERS)]
     assert [(r["revision"], r["method"]) for r in history] == [
         *((revision, NOT_RECORDED) for revision in earlier),
@@ -194,7 +199,8 @@ def test_a_refused_run_leaves_the_database_alone(engine: sa.Engine) -> None:
 
 
 def test_offline_sql_sets_the_timeouts_before_any_statement() -> None:
-    result = run_alembic("-x", "lock_timeout_max=500ms", "upgrade", "head", "--sql", url=None)
+    span = f"{BEFORE_IT}:{SEQUENCE_NUMBERS}"
+    result = run_alembic("-x", "lock_timeout_max=500ms", "upgrade", span, "--sql", url=None)
     assert result.returncode == 0, result.stderr
     head = result.stdout.split("BEGIN;")[0]
     assert "SET lock_timeout = '500ms';" in head
