@@ -20,15 +20,19 @@ def test_the_next_revision_of_each_kind_leaves_the_history_tests_green(
 ) -> None:
     """In a copy of this checkout: a data change through `refdata.py revision`, a new
     reference table (model, schema revision, declared file, generated data revision) and a
-    schema revision that fills a column; then every test marked `history`, on both servers
-    (the first one is this session's, as DATABASE_URL)."""
+    schema revision that fills a column; then every test marked `history`, on this
+    session's first server (as DATABASE_URL). Whether a test depends on today's head does
+    not depend on the server's version, and the drill is part of every CI run: one server
+    keeps it at half the cost."""
     url = pg_server.admin_url.render_as_string(hide_password=False)
     checkout = Checkout.copy(tmp_path / "checkout", scratch_url=url)
     checkout.add_data_revision(1)
     checkout.add_reference_table()
     checkout.add_schema_revision()
 
-    result = checkout.pytest("-m", "history", "-n", "0", "-q", env={"DATABASE_URL": url})
+    result = checkout.pytest(
+        "-m", "history", "-k", "not pg15-system", "-n", "0", "-q", env={"DATABASE_URL": url}
+    )
 
     summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
     assert result.returncode == 0, (
