@@ -73,6 +73,9 @@ def run_suite(runs: Runs, pytest_args: list[str], explain: bool, console: Consol
     runs.outcomes.append(outcome)
     runs.per_test.append(per_test_seconds(result.stdout))
     console.print(f"  {runs.name}: {seconds:.1f} s ({outcome})")
+    for line in lines:
+        if line.startswith(("FAILED ", "ERROR ")):
+            console.print(f"    {line}", soft_wrap=True)
 
 
 def main() -> int:
