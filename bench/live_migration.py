@@ -253,6 +253,9 @@ def report(
     for step in steps:
         for error in sorted({op.error for op in step.ops if op.error})[:3]:
             console.print(f"  [red]{step.name}: {error}[/red]")
+        if step.exit_code and not step.blocked:
+            failed = [line for line in step.output.splitlines() if line.startswith("FAILED")]
+            console.print(f"{step.name} failed: {failed[-1] if failed else step.output[-500:]}")
     blocked = next(step for step in steps if step.blocked)
     gave_up = next((line for line in blocked.output.splitlines() if "gave up" in line), "")
     named = f"blocked by pid {blocked_pid} " in gave_up
