@@ -192,9 +192,7 @@ def run_in_callers_transaction(connection: Connection, settings: LockSettings) -
     )
     try:
         run_steps()
-    except Exception as error:
-        if server_error(error) is None:
-            raise
+    except exc.DBAPIError as error:
         raise failure(error, connection.engine.url) from error
 
 
