@@ -4,8 +4,8 @@
     .venv/bin/python bench/ci_cost.py --revisions 25 --explain 15
     .venv/bin/python bench/ci_cost.py -- tests/test_round_trip.py -n 0   # some tests only
 
-Two copies of this checkout (its files, without .git, .venv or .pgdata) go into a
-temporary directory: the baseline, and one grown by ``--revisions`` data revisions, each
+Two copies of this checkout (its files, without .git, .venv or .pgdata; or of
+``--source``) go into a temporary directory: the baseline, and one grown by ``--revisions`` data revisions, each
 made as the docs say (the Cash ISA's rate edited in seed_data/reference/products.yaml,
 then ``scripts/refdata.py revision -m ...``, proved on a throwaway embedded server). Then
 the test command (this checkout's ``.venv/bin/pytest``, with the arguments after ``--``)
@@ -83,6 +83,12 @@ def main() -> int:
     parser.add_argument("--revisions", type=int, default=100, help="revisions to add (100)")
     parser.add_argument("--rounds", type=int, default=1, help="runs of each copy (1)")
     parser.add_argument("--explain", type=int, default=0, metavar="K", help="top K test deltas")
+    parser.add_argument(
+        "--source",
+        type=Path,
+        default=REPO_ROOT,
+        help="the tree to copy (default this checkout; e.g. an older one, from git archive)",
+    )
     parser.add_argument("pytest_args", nargs="*", help="after --: arguments for pytest")
     args = parser.parse_args()
     if args.revisions <= 0 or args.rounds <= 0:
@@ -91,8 +97,8 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="ci-cost-") as tmp, embedded_server() as server:
         scratch = server.admin_url.render_as_string(hide_password=False)
-        base = Runs("baseline", Checkout.copy(Path(tmp) / "baseline", scratch))
-        grown = Runs(f"+{args.revisions}", Checkout.copy(Path(tmp) / "grown", scratch))
+        base = Runs("baseline", Checkout.copy(Path(tmp) / "baseline", scratch, args.source))
+        grown = Runs(f"+{args.revisions}", Checkout.copy(Path(tmp) / "grown", scratch, args.source))
         started = time.monotonic()
         for number in range(1, args.revisions + 1):
             grown.checkout.add_data_revision(number)

@@ -202,8 +202,8 @@ class Checkout:
     scratch_url: str
 
     @classmethod
-    def copy(cls, destination: Path, scratch_url: str) -> Checkout:
-        shutil.copytree(REPO_ROOT, destination, ignore=NOT_COPIED)
+    def copy(cls, destination: Path, scratch_url: str, source: Path = REPO_ROOT) -> Checkout:
+        shutil.copytree(source, destination, ignore=NOT_COPIED)
         return cls(destination, scratch_url)
 
     def run(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
