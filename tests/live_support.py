@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import sqlalchemy as sa
 
 from seed_data.db import REPO_ROOT
-from tests.helpers import ALEMBIC_BIN, alembic_env, revision_steps
+from tests.helpers import ALEMBIC_BIN, alembic_env, revision_steps, run_alembic
 
 SEQUENCE_NUMBERS, BEFORE_IT = next(
     (s.revision, s.down_revision)
@@ -57,6 +57,16 @@ def seed_conversations(conn: sa.Connection, conversations: int, messages_each: i
     )
     # The app's own inserts take ids from the identity; keep them clear of ours.
     conn.execute(sa.text("SELECT setval(pg_get_serial_sequence('messages', 'id'), 10000000)"))
+
+
+def at_the_revision_before(engine: sa.Engine, conversations: int, messages_each: int) -> sa.Engine:
+    """``engine``'s database at the revision before sequence numbers, seeded as
+    :func:`seed_conversations` does: what the previous release runs on."""
+    result = run_alembic("upgrade", BEFORE_IT, url=engine.url)
+    assert result.returncode == 0, result.stderr
+    with engine.begin() as conn:
+        seed_conversations(conn, conversations, messages_each)
+    return engine
 
 
 def insert_like_previous_release(conn: sa.Connection, conversation: int) -> None:

@@ -23,12 +23,12 @@ from tests.helpers import (
 from tests.live_support import (
     BEFORE_IT,
     SEQUENCE_NUMBERS,
+    at_the_revision_before,
     insert_like_previous_release,
     kill,
     migration_backend,
     numbering_problems,
     popen_alembic,
-    seed_conversations,
     session,
     stop_midway,
     wait_for,
@@ -43,11 +43,7 @@ EXISTING = CONVERSATIONS * MESSAGES_EACH
 
 @pytest.fixture
 def before_sequence_numbers(engine: sa.Engine) -> sa.Engine:
-    result = run_alembic("upgrade", BEFORE_IT, url=engine.url)
-    assert result.returncode == 0, result.stderr
-    with engine.begin() as conn:
-        seed_conversations(conn, CONVERSATIONS, MESSAGES_EACH)
-    return engine
+    return at_the_revision_before(engine, CONVERSATIONS, MESSAGES_EACH)
 
 
 class PreviousRelease(threading.Thread):

@@ -31,8 +31,8 @@ from tests.helpers import (
 from tests.live_support import (
     BEFORE_IT,
     SEQUENCE_NUMBERS,
+    at_the_revision_before,
     numbering_problems,
-    seed_conversations,
     session,
     succeeds_after_a_retry,
 )
@@ -45,11 +45,7 @@ NOWHERE = "postgresql://nobody@127.0.0.1:9/nowhere"
 @pytest.fixture
 def before_sequence_numbers(engine: sa.Engine) -> sa.Engine:
     """A database at the revision before sequence numbers, with conversations and messages."""
-    result = run_alembic("upgrade", BEFORE_IT, url=engine.url)
-    assert result.returncode == 0, result.stderr
-    with engine.begin() as conn:
-        seed_conversations(conn, conversations=6, messages_each=3)
-    return engine
+    return at_the_revision_before(engine, conversations=6, messages_each=3)
 
 
 def failure_lines(output: str) -> list[str]:

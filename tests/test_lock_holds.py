@@ -20,8 +20,8 @@ from tests.helpers import snapshot_rows as rows_of
 from tests.live_support import (
     BEFORE_IT,
     SEQUENCE_NUMBERS,
+    at_the_revision_before,
     numbering_problems,
-    seed_conversations,
     session,
 )
 from tests.refdata_support import Workspace
@@ -149,11 +149,7 @@ def test_a_column_filled_under_the_alter_s_lock_is_stopped_within_the_budget(
 
 @pytest.fixture
 def before_sequence_numbers(engine: sa.Engine) -> sa.Engine:
-    result = run_alembic("upgrade", BEFORE_IT, url=engine.url)
-    assert result.returncode == 0, result.stderr
-    with engine.begin() as conn:
-        seed_conversations(conn, conversations=20, messages_each=3)
-    return engine
+    return at_the_revision_before(engine, conversations=20, messages_each=3)
 
 
 @pytest.mark.slow

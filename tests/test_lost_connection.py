@@ -17,10 +17,10 @@ from tests.helpers import current_revision, run_alembic
 from tests.live_support import (
     BEFORE_IT,
     SEQUENCE_NUMBERS,
+    at_the_revision_before,
     kill,
     numbering_problems,
     popen_alembic,
-    seed_conversations,
     wait_for,
 )
 from tests.servers import PgServer
@@ -76,11 +76,7 @@ WHILE_BUILDING = "CONCURRENTLY build"
 
 @pytest.fixture
 def before_sequence_numbers(engine: sa.Engine) -> sa.Engine:
-    result = run_alembic("upgrade", BEFORE_IT, url=engine.url)
-    assert result.returncode == 0, result.stderr
-    with engine.begin() as conn:
-        seed_conversations(conn, CONVERSATIONS, MESSAGES_EACH)
-    return engine
+    return at_the_revision_before(engine, CONVERSATIONS, MESSAGES_EACH)
 
 
 @pytest.mark.slow
