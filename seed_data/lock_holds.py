@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from seed_data.db import scrub
+from seed_data.db import MIGRATION_LOCK_KEY, scrub
 
 STATEMENT_SHOWN = 100
 
@@ -59,6 +59,10 @@ HELD_FOR = sa.text("""
     JOIN pg_stat_activity AS a ON a.pid = w.pid
     JOIN pg_stat_activity AS m ON m.pid = :pid
     WHERE NOT w.granted AND w.pid = ANY(CAST(:waiting AS int[]))
+      -- The deploy lock is waited for on purpose (a second deploy, a tool that must not
+      -- run during one): no app query held up by this step.
+      AND NOT (w.locktype = 'advisory' AND w.objsubid = 1
+               AND w.classid::bigint = :key_high AND w.objid::bigint = :key_low)
       AND :pid = ANY(pg_blocking_pids(w.pid))
 """)
 
@@ -159,7 +163,8 @@ def holds(connection: sa.Connection, pid: int) -> list[Hold]:
     waiting = connection.scalars(LOCK_WAITERS, {"pid": pid}).all()
     if not waiting:
         return []
-    rows = connection.execute(HELD_FOR, {"pid": pid, "waiting": list(waiting)}).all()
+    key = {"key_high": MIGRATION_LOCK_KEY >> 32, "key_low": MIGRATION_LOCK_KEY & 0xFFFFFFFF}
+    rows = connection.execute(HELD_FOR, {"pid": pid, "waiting": list(waiting), **key}).all()
     found: dict[int, Hold] = {}
     for row in rows:
         hold = Hold(*row)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import pytest
 import sqlalchemy as sa
 
+from seed_data.db import MIGRATION_LOCK_KEY
 from seed_data.db_errors import first_line
 from tests.helpers import current_revision, insert_account, insert_customer, run_alembic
 from tests.helpers import snapshot_rows as rows_of
@@ -22,7 +23,9 @@ from tests.live_support import (
     SEQUENCE_NUMBERS,
     at_the_revision_before,
     numbering_problems,
+    popen_alembic,
     session,
+    wait_for,
 )
 from tests.refdata_support import Workspace
 from tests.revision_samples import FILL_IN_THE_SAME_TRANSACTION, UNDO_FILL
@@ -224,3 +227,23 @@ def test_a_blocked_step_stalls_the_app_once_while_its_blocker_stays(
     assert "retrying in" not in result.stderr
     with engine.connect() as conn:
         assert current_revision(conn) == BEFORE_IT
+
+
+@pytest.mark.slow
+def test_a_session_queueing_for_the_deploy_lock_does_not_stop_the_migration(
+    workspace: Workspace, head_engine: sa.Engine
+) -> None:
+    """The deploy lock is waited for on purpose (a second deploy, a tool that must not run
+    during one): such a wait is no app query held up."""
+    workspace.add_revision("slow step", "SELECT pg_sleep(1.5)", "SELECT 1")
+    args = ("-c", str(workspace.ini), "-x", "app_wait_max=300ms", "upgrade", "head")
+    run = popen_alembic(*args, url=head_engine.url)
+    with session(head_engine, "waits-for-deploys") as waiter:
+        wait_for(lambda: "Running upgrade" in run.stderr.readline(), "the slow step")
+        waiter.execute(sa.text("SELECT pg_advisory_lock_shared(:k)"), {"k": MIGRATION_LOCK_KEY})
+        waiter.rollback()
+    out, err = run.communicate(timeout=120)
+
+    assert run.returncode == 0, out + err
+    with head_engine.connect() as conn:
+        assert current_revision(conn) == workspace.new_revision_files()[-1].name.split("_")[4]
