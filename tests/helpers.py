@@ -64,12 +64,15 @@ def snapshot_rows(conn: sa.Connection, *, history: bool = True) -> dict[str, lis
     tables = conn.scalars(
         sa.text("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
     ).all()
-    rows = {
-        table: conn.scalars(
-            sa.text(f'SELECT to_jsonb(t)::text FROM "{table}" AS t ORDER BY 1')
-        ).all()
-        for table in tables
-    }
+    # One statement for every table: a walk over the history takes a snapshot per step.
+    every_table = " UNION ALL ".join(
+        f'SELECT CAST(:t{n} AS text), ARRAY(SELECT to_jsonb(t)::text FROM "{table}" AS t'
+        " ORDER BY 1)"
+        for n, table in enumerate(tables)
+    )
+    names = {f"t{n}": table for n, table in enumerate(tables)}
+    rows = dict(conn.execute(sa.text(every_table), names).all()) if tables else {}
+    rows = {table: rows[table] for table in tables}
     if "alembic_version" in rows and not rows["alembic_version"]:
         del rows["alembic_version"]
     if not history:
@@ -147,9 +150,15 @@ def schema_fingerprint(conn: sa.Connection) -> dict[str, list[str]]:
     alembic_version is left out: it is alembic's bookkeeping, created on the first run and
     kept (empty) after a downgrade to base; its rows are in :func:`snapshot_rows`.
     """
-    return {
-        kind: sorted(conn.scalars(sa.text(query)).all()) for kind, query in SCHEMA_QUERIES.items()
-    }
+    # One statement for every kind: a walk over the history takes one per step.
+    every_kind = " UNION ALL ".join(
+        f"SELECT CAST('{kind}' AS text), item FROM ({query}) AS {kind} (item)"
+        for kind, query in SCHEMA_QUERIES.items()
+    )
+    found: dict[str, list[str]] = {kind: [] for kind in SCHEMA_QUERIES}
+    for kind, item in conn.execute(sa.text(every_kind)):
+        found[kind].append(item)
+    return {kind: sorted(items) for kind, items in found.items()}
 
 
 def current_revision(conn: sa.Connection) -> str | None:
