@@ -47,8 +47,8 @@ QUIET_FOR = 1.0
 BLOCKER_POLL = 0.1
 STILL_OPEN = sa.text("""
     SELECT count(*) FROM pg_stat_activity AS a
-    JOIN unnest(CAST(:pids AS int[]), CAST(:started AS timestamptz[])) AS b (pid, started)
-      ON a.pid = b.pid AND a.xact_start = b.started
+    JOIN unnest(CAST(:pids AS int[]), CAST(:since AS timestamptz[])) AS b (pid, since)
+      ON a.pid = b.pid AND coalesce(a.xact_start, a.state_change) = b.since
 """)
 # A cancel that has not freed the app by then was ignored: the session is ended instead.
 TERMINATE_AFTER = 0.25
@@ -226,8 +226,9 @@ class Blocker:
     state_seconds: float | None
     transaction_seconds: float | None
     query: str | None
-    # With the pid, which transaction it is: a retry waits for that one to end.
-    transaction_started: dt.datetime | None = None
+    # With the pid, what it is doing: its transaction, or (idle, holding a session-level
+    # lock) its last change of state. A retry waits for that to end.
+    since: dt.datetime | None = None
 
     def describe(self, url: URL | None) -> str:
         parts = [f"user {self.user or '?'}", f"application {self.application or '-'!r}"]
@@ -254,7 +255,7 @@ WATCH_QUERY = sa.text("""
            extract(epoch FROM now() - a.state_change)::float8,
            extract(epoch FROM now() - a.xact_start)::float8,
            a.query,
-           a.xact_start
+           coalesce(a.xact_start, a.state_change)
     FROM (SELECT wait_event_type FROM pg_stat_activity WHERE pid = :pid) AS migration
     CROSS JOIN LATERAL unnest(
         -- pg_blocking_pids takes the lock manager's locks: ask only while we wait on one.
@@ -520,14 +521,12 @@ class LockRetry:
         self._attempt = upcoming
 
     def _wait_for_transactions_to_end(self, blockers: list[Blocker], deadline: float) -> bool:
-        """Whether the transactions of ``blockers`` ended before ``deadline``."""
-        known = [b for b in blockers if b.transaction_started is not None]
+        """Whether ``blockers`` ended their transactions (an idle one holding a session
+        lock: did anything at all) before ``deadline``."""
+        known = [b for b in blockers if b.since is not None]
         if not known:
             return True
-        params = {
-            "pids": [b.pid for b in known],
-            "started": [b.transaction_started for b in known],
-        }
+        params = {"pids": [b.pid for b in known], "since": [b.since for b in known]}
         while True:
             # Each look in its own transaction: within one, pg_stat_activity stays the same.
             remaining = self._connection.scalar(STILL_OPEN, params)

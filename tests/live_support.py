@@ -170,6 +170,21 @@ def migration_backend(conn: sa.Connection, query_start: str) -> int | None:
     )
 
 
+def migration_running(
+    conn: sa.Connection, query_start: str, wait_event: str | None = None
+) -> int | None:
+    """The pid of a session running a query that starts with ``query_start`` (and, if
+    given, in ``wait_event``: PgSleep for a trigger's pg_sleep)."""
+    return conn.scalar(
+        sa.text(
+            "SELECT pid FROM pg_stat_activity WHERE query ILIKE :pattern AND state = 'active'"
+            " AND (CAST(:event AS text) IS NULL OR wait_event = :event)"
+            " AND pid <> pg_backend_pid()"
+        ),
+        {"pattern": query_start + "%", "event": wait_event},
+    )
+
+
 @contextmanager
 def watcher(engine: sa.Engine) -> Iterator[sa.Connection]:
     """A connection for looking at pg_stat_activity: in autocommit, because inside a

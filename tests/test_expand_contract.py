@@ -27,6 +27,7 @@ from tests.live_support import (
     insert_like_previous_release,
     kill,
     migration_backend,
+    migration_running,
     numbering_problems,
     popen_alembic,
     session,
@@ -155,10 +156,11 @@ def test_concurrent_inserts_into_one_conversation_get_consecutive_numbers(
         assert sorted(numbers) == [MESSAGES_EACH + 5, MESSAGES_EACH + 160]
 
 
-PAUSE_KEY = 4242
+# The batch holding the middle conversation runs for 10 s (under the step's 15 s
+# statement_timeout): the batches before it commit, and the stop comes inside it.
 PAUSE_MIDWAY = f"""
 CREATE FUNCTION test_pause() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN PERFORM pg_advisory_xact_lock_shared({PAUSE_KEY}); RETURN NEW; END $$;
+BEGIN PERFORM pg_sleep(10); RETURN NEW; END $$;
 CREATE TRIGGER test_pause BEFORE UPDATE ON messages FOR EACH ROW
 WHEN (OLD.conversation_id = {CONVERSATIONS // 2}) EXECUTE FUNCTION test_pause();
 """
@@ -175,29 +177,17 @@ def test_a_backfill_stopped_midway_is_finished_by_the_next_upgrade(
     engine = before_sequence_numbers
     with engine.begin() as conn:
         conn.execute(sa.text(PAUSE_MIDWAY))
-    with session(engine, "test") as pause, watcher(engine) as watch:
-        # The batch holding the middle conversation waits for us: the ones before it commit.
-        pause.execute(sa.text(f"SELECT pg_advisory_lock({PAUSE_KEY})"))
-        pause.commit()
-        run = popen_alembic(
-            "-x",
-            "batch_size=2",
-            "-x",
-            "lock_retry_for=10min",
-            "upgrade",
-            SEQUENCE_NUMBERS,
-            url=engine.url,
-        )
+    with watcher(engine) as watch:
+        run = popen_alembic("-x", "batch_size=2", "upgrade", SEQUENCE_NUMBERS, url=engine.url)
         try:
             backend = wait_for(
-                lambda: migration_backend(watch, "SELECT next_after"), "the backfill to wait"
+                lambda: migration_running(watch, "SELECT next_after", "PgSleep"),
+                "the backfill to reach the middle conversation",
             )
         except BaseException:
             kill(run)
             raise
         stop_midway(run, how, watch, backend)
-        pause.execute(sa.text(f"SELECT pg_advisory_unlock({PAUSE_KEY})"))
-        pause.commit()
 
     with engine.begin() as conn:
         numbered = conn.scalar(sa.text("SELECT count(sequence_no) FROM messages"))

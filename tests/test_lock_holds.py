@@ -247,3 +247,42 @@ def test_a_session_queueing_for_the_deploy_lock_does_not_stop_the_migration(
     assert run.returncode == 0, out + err
     with head_engine.connect() as conn:
         assert current_revision(conn) == workspace.new_revision_files()[-1].name.split("_")[4]
+
+
+PAUSE_KEY = 4242
+
+
+@pytest.mark.slow
+def test_a_step_blocked_by_an_idle_session_s_lock_waits_for_it_to_act(
+    before_sequence_numbers: sa.Engine,
+) -> None:
+    """A session-level lock (advisory) is held by a session outside any transaction: the
+    step tries again only once that session has done something (here, unlocked)."""
+    engine = before_sequence_numbers
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(f"""
+                CREATE FUNCTION test_pause() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN PERFORM pg_advisory_xact_lock_shared({PAUSE_KEY}); RETURN NEW; END $$;
+                CREATE TRIGGER test_pause BEFORE UPDATE ON messages FOR EACH ROW
+                EXECUTE FUNCTION test_pause();
+            """)
+        )
+    with session(engine, "holds-a-session-lock") as holder:
+        holder.execute(sa.text(f"SELECT pg_advisory_lock({PAUSE_KEY})"))
+        holder.commit()
+        run = popen_alembic(
+            "-x", "lock_retry_for=1min", "upgrade", SEQUENCE_NUMBERS, url=engine.url
+        )
+        wait_for(lambda: "retrying in" in run.stderr.readline(), "the first lock timeout")
+        time.sleep(2)  # the holder stays idle: no second attempt meanwhile
+        assert run.poll() is None
+        holder.execute(sa.text(f"SELECT pg_advisory_unlock({PAUSE_KEY})"))
+        holder.commit()
+    out, err = run.communicate(timeout=120)
+
+    assert run.returncode == 0, out + err
+    assert err.count("retrying in") == 0, "one lock timeout, then a wait: no second one"
+    with engine.connect() as conn:
+        assert current_revision(conn) == SEQUENCE_NUMBERS
+        assert numbering_problems(conn) == []

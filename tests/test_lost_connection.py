@@ -19,9 +19,11 @@ from tests.live_support import (
     SEQUENCE_NUMBERS,
     at_the_revision_before,
     kill,
+    migration_running,
     numbering_problems,
     popen_alembic,
     wait_for,
+    watcher,
 )
 from tests.servers import PgServer
 
@@ -33,18 +35,6 @@ SLOW_BACKFILL = """
     EXECUTE FUNCTION test_slow_update();
 """
 INVALID_INDEXES = "SELECT count(*) FROM pg_index WHERE NOT indisvalid"
-
-
-def backend_running(engine: sa.Engine, query_start: str) -> int | None:
-    """The pid of the session running a query that starts with ``query_start``."""
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        return conn.scalar(
-            sa.text(
-                "SELECT pid FROM pg_stat_activity WHERE query LIKE :start"
-                " AND pid <> pg_backend_pid()"
-            ),
-            {"start": query_start + "%"},
-        )
 
 
 def numbered(engine: sa.Engine) -> int:
@@ -106,11 +96,14 @@ def test_a_connection_lost_in_an_autocommit_part_is_one_line_and_a_rerun_finishe
         snapshot.execute(sa.text("SELECT count(*) FROM customers"))
     run = popen_alembic("-x", "batch_size=2", "upgrade", SEQUENCE_NUMBERS, url=engine.url)
     try:
-        if where == WHILE_BACKFILLING:
-            pid = wait_for(lambda: backend_running(engine, "SELECT next_after"), "the backfill")
-            wait_for(lambda: numbered(engine) >= 2 * MESSAGES_EACH, "a batch to commit")
-        else:
-            pid = wait_for(lambda: backend_running(engine, "CREATE UNIQUE INDEX"), "the build")
+        with watcher(engine) as watch:
+            if where == WHILE_BACKFILLING:
+                started = "SELECT next_after"
+                pid = wait_for(lambda: migration_running(watch, started), "the backfill")
+                wait_for(lambda: numbered(engine) >= 2 * MESSAGES_EACH, "a batch to commit")
+            else:
+                started = "CREATE UNIQUE INDEX"
+                pid = wait_for(lambda: migration_running(watch, started), "the build")
         lose_the_connection(how, pg_server, engine, pid)
         out, err = run.communicate(timeout=120)
     finally:
