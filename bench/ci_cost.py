@@ -18,6 +18,7 @@ durations and lists the K tests whose time grew most. Exit status 0 when the tar
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import statistics
 import sys
@@ -89,13 +90,21 @@ def main() -> int:
         default=REPO_ROOT,
         help="the tree to copy (default this checkout; e.g. an older one, from git archive)",
     )
+    parser.add_argument(
+        "--keep", type=Path, metavar="DIR", help="put the copies in DIR and leave them there"
+    )
     parser.add_argument("pytest_args", nargs="*", help="after --: arguments for pytest")
     args = parser.parse_args()
     if args.revisions <= 0 or args.rounds <= 0:
         parser.error("--revisions and --rounds must be more than zero")
     console = Console(highlight=False, width=130)
 
-    with tempfile.TemporaryDirectory(prefix="ci-cost-") as tmp, embedded_server() as server:
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        copies: contextlib.AbstractContextManager[str] = contextlib.nullcontext(str(args.keep))
+    else:
+        copies = tempfile.TemporaryDirectory(prefix="ci-cost-")
+    with copies as tmp, embedded_server() as server:
         scratch = server.admin_url.render_as_string(hide_password=False)
         base = Runs("baseline", Checkout.copy(Path(tmp) / "baseline", scratch, args.source))
         grown = Runs(f"+{args.revisions}", Checkout.copy(Path(tmp) / "grown", scratch, args.source))
