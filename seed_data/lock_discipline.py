@@ -545,7 +545,7 @@ class LockRetry:
     def held_too_long_message(self, hold: Hold) -> str:
         """The one line for a step stopped because the app waited too long behind it."""
         budget = format_ms(self._settings.app_wait_max)
-        statement = shorten(hold.statement) if hold.statement else "?"
+        statement = scrub(shorten(hold.statement), self._url) if hold.statement else "?"
         return (
             f"{describe_step(self.progress.current)}: stopped: an app query waited"
             f" {hold.waited:.1f} s for {hold.what()}, which this step held, longer than"
