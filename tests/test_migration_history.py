@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 
 from seed_data.db import REPO_ROOT
 from seed_data.migration_history import (
@@ -191,7 +192,7 @@ def test_a_step_that_commits_midway_is_recorded_with_its_last_transaction(
         assert conn.scalar(sa.text("SELECT to_regclass('committed_midway') IS NOT NULL")), (
             "the autocommit block's work should have been committed"
         )
-        assert current_revision(conn) == HISTORY_REVISION
+        assert current_revision(conn) == script.down_revision
         assert history_rows(conn) == before, "a step that failed after committing part left a row"
         conn.exec_driver_sql(f'ALTER DATABASE "{database}" RESET test.fail_late')
         conn.commit()
@@ -228,11 +229,11 @@ def sql_script(workspace: Workspace, direction: str, span: str, folder: Path) ->
 def test_sql_scripts_record_upgrades_and_downgrades_when_psql_runs_them(
     workspace: Workspace, pg_server: PgServer, head_engine: sa.Engine, tmp_path: Path
 ) -> None:
+    head = ScriptDirectory.from_config(workspace.config()).get_current_head()
     cut = workspace.add_revision("tracker cut", *TRACKER_CUT)
     revision = cut.name.split("_")[4]
-    span = f"{HISTORY_REVISION}:{revision}"
-    upgrade = sql_script(workspace, "upgrade", span, tmp_path)
-    downgrade = sql_script(workspace, "downgrade", f"{revision}:{HISTORY_REVISION}", tmp_path)
+    upgrade = sql_script(workspace, "upgrade", f"{head}:{revision}", tmp_path)
+    downgrade = sql_script(workspace, "downgrade", f"{revision}:{head}", tmp_path)
     assert "INSERT INTO migration_history" in downgrade.read_text()
     with head_engine.connect() as conn:
         before = history_rows(conn)
