@@ -39,6 +39,8 @@ class Migrator:
     def _config(self, engine: sa.Engine | None, **kwargs: Any) -> Config:
         config = Config(str(self._ini), **kwargs)
         config.cmd_opts = argparse.Namespace(x=[f"{k}={v}" for k, v in self._x.items()])
+        # Not again on every run: the test's own logging stays as it is.
+        config.attributes["skip_logging_config"] = True
         if engine is not None:
             config.attributes["connection"] = engine  # env.py takes its own lock on it
         return config
