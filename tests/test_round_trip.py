@@ -30,7 +30,6 @@ from tests.helpers import (
     snapshot_rows,
 )
 from tests.migrator import Migrator
-from tests.servers import PgServer
 
 STEPS = revision_steps()
 REVISION = {step.file_stem.split("_", 5)[-1]: step.revision for step in STEPS}
@@ -170,41 +169,48 @@ def user_rows(conn: sa.Connection) -> dict[str, list[str]]:
     }
 
 
-def test_downgrade_leaves_rows_users_added(head_engine: sa.Engine) -> None:
-    with head_engine.begin() as conn:
+@pytest.fixture
+def catalogue_2027(engine: sa.Engine) -> sa.Engine:
+    """A database at the 2027 catalogue update: the downgrades below go through the
+    reference revisions up to it, not through every revision after it."""
+    command.upgrade(config_for(engine), CATALOGUE_2027)
+    return engine
+
+
+def test_downgrade_leaves_rows_users_added(catalogue_2027: sa.Engine) -> None:
+    with catalogue_2027.begin() as conn:
         for sql in USER_ROWS.values():
             conn.execute(sa.text(sql))
-    with head_engine.connect() as conn:
+    with catalogue_2027.connect() as conn:
         added = user_rows(conn)
     assert all(len(rows) == 1 for rows in added.values())
 
     # Down to the lookups: the catalogue and FAQ revisions delete only their own keys.
-    command.downgrade(config_for(head_engine), LOOKUPS)
-    with head_engine.connect() as conn:
+    command.downgrade(config_for(catalogue_2027), LOOKUPS)
+    with catalogue_2027.connect() as conn:
         assert user_rows(conn) == added, "a reference downgrade deleted or changed a user's row"
         assert conn.scalar(sa.text("SELECT count(*) FROM products")) == 1
         assert conn.scalar(sa.text("SELECT count(*) FROM faqs")) == 1
 
     # On through the lookups: the user's own lookup values must outlive them too. (Their
     # product uses the revision's 'savings' type, so it has to go first, or the guard stops us.)
-    with head_engine.begin() as conn:
+    with catalogue_2027.begin() as conn:
         conn.execute(sa.text("DELETE FROM products WHERE code = 'staff_saver'"))
-    command.downgrade(config_for(head_engine), CORE_SCHEMA)
-    with head_engine.connect() as conn:
+    command.downgrade(config_for(catalogue_2027), CORE_SCHEMA)
+    with catalogue_2027.connect() as conn:
         rows = snapshot_rows(conn)
     assert rows["account_statuses"] == added["account_statuses"]
     assert rows["transaction_categories"] == added["transaction_categories"]
     assert rows["account_types"] == rows["conversation_channels"] == rows["message_roles"] == []
 
 
-def test_downgrade_blocked_by_business_rows_changes_nothing(head_engine: sa.Engine) -> None:
-    config = config_for(head_engine)
-    command.downgrade(config, CATALOGUE_2027)
-    with head_engine.begin() as conn:
+def test_downgrade_blocked_by_business_rows_changes_nothing(catalogue_2027: sa.Engine) -> None:
+    config = config_for(catalogue_2027)
+    with catalogue_2027.begin() as conn:
         customer = insert_customer(conn, "CUST-000001")
         for number in ("12345678", "12345679"):
             insert_account(conn, customer, number, "easy_access_cash_isa", "cash_isa")
-    with head_engine.connect() as conn:
+    with catalogue_2027.connect() as conn:
         rows_before, schema_before = snapshot_rows(conn), schema_fingerprint(conn)
 
     with pytest.raises(Exception, match="cannot downgrade") as raised:
@@ -214,17 +220,15 @@ def test_downgrade_blocked_by_business_rows_changes_nothing(head_engine: sa.Engi
     assert "2 row(s) in accounts.product_code reference easy_access_cash_isa" in message
     assert "This step was rolled back and changed nothing" in message
 
-    with head_engine.connect() as conn:
+    with catalogue_2027.connect() as conn:
         assert current_revision(conn) == CATALOGUE_2027
         assert snapshot_rows(conn) == rows_before, "a blocked downgrade must change no rows"
         assert schema_fingerprint(conn) == schema_before, "a blocked downgrade changed schema"
 
 
 @pytest.mark.slow
-def test_blocked_downgrade_cli_says_why_without_a_traceback(
-    pg_server: PgServer, head_engine: sa.Engine
-) -> None:
-    with head_engine.begin() as conn:
+def test_blocked_downgrade_cli_says_why_without_a_traceback(catalogue_2027: sa.Engine) -> None:
+    with catalogue_2027.begin() as conn:
         customer = insert_customer(conn, "CUST-000002")
         conn.execute(
             sa.text(
@@ -233,14 +237,14 @@ def test_blocked_downgrade_cli_says_why_without_a_traceback(
             ),
             {"customer": customer},
         )
-    result = run_alembic("downgrade", "base", url=head_engine.url)
+    result = run_alembic("downgrade", "base", url=catalogue_2027.url)
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert (
         "FAILED: cannot downgrade: this revision would delete conversation_channels rows that"
         " are still in use (1 row(s) in conversations.channel_code reference phone)"
     ) in result.stdout
-    with head_engine.connect() as conn:
+    with catalogue_2027.connect() as conn:
         # Each revision is its own transaction: the steps before the blocked one stay done.
         assert current_revision(conn) == LOOKUPS
         assert conn.scalar(sa.text("SELECT count(*) FROM conversation_channels")) == 4
