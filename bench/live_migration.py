@@ -255,7 +255,8 @@ def report(
             console.print(f"  [red]{step.name}: {error}[/red]")
         if step.exit_code and not step.blocked:
             failed = [line for line in step.output.splitlines() if line.startswith("FAILED")]
-            console.print(f"{step.name} failed: {failed[-1] if failed else step.output[-500:]}")
+            said = failed[-1] if failed else step.output[-500:]
+            console.print(f"{step.name} failed: {said}", markup=False, soft_wrap=True)
     blocked = next(step for step in steps if step.blocked)
     gave_up = next((line for line in blocked.output.splitlines() if "gave up" in line), "")
     named = f"blocked by pid {blocked_pid} " in gave_up
@@ -264,7 +265,8 @@ def report(
         console.print("blocked case: not blocked (it takes no lock the report's conflicts with)")
     else:
         console.print(f"blocked case: gave up, blocker {'named' if named else 'NOT named'}:")
-        console.print(gave_up or blocked.output.strip().splitlines()[-1], soft_wrap=True)
+        said = gave_up or blocked.output.strip().splitlines()[-1]
+        console.print(said, markup=False, soft_wrap=True)
         met &= named
 
     for direction in ("upgrade ", "downgrade "):
