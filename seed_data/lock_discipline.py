@@ -550,7 +550,7 @@ class LockRetry:
             f"{describe_step(self.progress.current)}: stopped: an app query waited"
             f" {hold.waited:.1f} s for {hold.what()}, which this step held, longer than"
             f" app_wait_max ({budget}; -x app_wait_max or MIGRATION_APP_WAIT_MAX)"
-            f" (the query: {hold.describe(self._url)}). The step's statement was cancelled:"
+            f" (the app's session: {hold.describe(self._url)}). The step's statement was cancelled:"
             f" {statement}."
             f" {self.progress.outcome()}. To fix the revision, {recipe(hold)}; then"
             " run the command again"
