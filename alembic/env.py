@@ -45,7 +45,14 @@ from seed_data.db import (
     database_url,
     redact,
 )
-from seed_data.db_errors import QUERY_CANCELED, classify, first_line, shorten_in_use, sqlstate
+from seed_data.db_errors import (
+    classify,
+    driver_error,
+    first_line,
+    server_error,
+    shorten_in_use,
+    sqlstate,
+)
 from seed_data.deploy_checks import (
     DeployOptions,
     database_problems,
@@ -244,17 +251,20 @@ def migration_lock(connection: Connection) -> Iterator[None]:
 
 
 def failure(
-    error: exc.DBAPIError, url: URL | None, progress: StepProgress | None = None
+    error: BaseException, url: URL | None, progress: StepProgress | None = None
 ) -> CommandError:
-    """One line for a server error: what happened, in which step, what it left, what to do."""
+    """One line for a server error (a DBAPIError, or an error with one behind it: see
+    ``server_error``): what happened, in which step, what it left, what to do."""
+    error = server_error(error) or error
     if sqlstate(error) == REFERENCE_ROW_IN_USE:
         # The guard's message already names the table, keys and referencing rows.
-        diag = error.orig.diag
+        diag = driver_error(error).diag
         return CommandError(f"{shorten_in_use(diag.message_primary)}\n{diag.message_hint}")
     known = classify(error, url)
     if known is not None:
         said = known.message
-        if sqlstate(error) == QUERY_CANCELED and known.cause == "statement timeout":
+        if progress is not None and known.cause == "statement timeout":
+            # Our own setting, which the steps run with (a role's applies before it).
             said += " (for migrations: -x statement_timeout=1min or MIGRATION_STATEMENT_TIMEOUT)"
     else:
         said = f"{first_line(error, url)} (SQLSTATE {sqlstate(error) or 'none'})"
@@ -295,7 +305,7 @@ def run_lock_safe(connection: Connection, engine: Engine, settings: LockSettings
     """Our own connection: per-step timeouts, retries, and blockers named on giving up."""
     options = {**COMMON_OPTIONS, **settings.revision_options(autocommit_allowed=True)}
     pid = connection.connection.dbapi_connection.get_backend_pid()
-    with BlockerWatch(engine, pid, engine.url) as watch:
+    with BlockerWatch(engine, pid, engine.url, settings.app_wait_max / 1000) as watch:
         retry = LockRetry(connection, settings, engine.url, watch)
         configure(ONLINE, retry.plan, connection=connection, **options)
         event.listen(connection, "commit", retry.on_commit)
@@ -303,17 +313,19 @@ def run_lock_safe(connection: Connection, engine: Engine, settings: LockSettings
             retry.run(run_steps)
         except GaveUp as gave_up:
             raise CommandError(str(gave_up)) from None
-        except exc.DBAPIError as error:
-            raise failure(error, engine.url, retry.progress) from error
         except BaseException as error:
-            if not interrupted(error):
+            if interrupted(error):
+                if not connection.invalidated:
+                    connection.invalidate()  # send nothing more; the server rolls back
+                raise CommandError(
+                    f"{describe_step(retry.progress.current)}: interrupted."
+                    f" {retry.progress.outcome()}; run the same command again to finish."
+                ) from None
+            if server_error(error) is None:
                 raise
-            if not connection.invalidated:
-                connection.invalidate()  # send nothing more; the server rolls back
-            raise CommandError(
-                f"{describe_step(retry.progress.current)}: interrupted."
-                f" {retry.progress.outcome()}; run the same command again to finish."
-            ) from None
+            # Also a connection lost inside an autocommit part, which SQLAlchemy reports
+            # as PendingRollbackError while alembic leaves the part.
+            raise failure(error, engine.url, retry.progress) from error
         finally:
             event.remove(connection, "commit", retry.on_commit)
 
@@ -395,6 +407,10 @@ def run_migrations_online(settings: LockSettings) -> None:
         try:
             opened = engine.connect()
         except exc.OperationalError as error:
+            if sqlstate(error) is not None:
+                # Connected: a statement the driver runs on connecting failed (a role's
+                # statement_timeout, say), and the server said why.
+                raise failure(error, engine.url) from error
             reason = first_line(error, engine.url)
             raise CommandError(f"cannot connect to {redact(engine.url)}: {reason}") from None
         with opened as connection:
@@ -409,7 +425,11 @@ def run_migrations_online(settings: LockSettings) -> None:
                     validate_database(connection)
                     connection.rollback()  # only read: alembic begins its own transactions
                     run_lock_safe(connection, engine, settings)
-            except exc.DBAPIError as error:  # taking or releasing the deploy lock
+            except CommandError:
+                raise  # said already, with the server's error behind it
+            except Exception as error:  # taking or releasing the deploy lock
+                if server_error(error) is None:
+                    raise
                 raise failure(error, engine.url) from error
 
 

@@ -60,6 +60,20 @@ def driver_error(error: BaseException) -> BaseException:
     return error
 
 
+def server_error(error: BaseException) -> BaseException | None:
+    """The database error behind ``error``: itself, the one it was raised from, or the one
+    being handled when it was raised. A lost connection inside a transaction SQLAlchemy was
+    cleaning up surfaces as ``PendingRollbackError``, with the lost connection behind it."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, sa.exc.DBAPIError | psycopg2.Error):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def sqlstate(error: BaseException) -> str | None:
     """The SQLSTATE of a psycopg2 or SQLAlchemy error, when the server sent one."""
     return getattr(driver_error(error), "pgcode", None) or None
@@ -71,7 +85,12 @@ def first_line(error: BaseException, url: URL | None = None) -> str:
     diag = getattr(orig, "diag", None)
     text = getattr(diag, "message_primary", None) or str(orig) or type(orig).__name__
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return scrub(lines[0] if lines else type(orig).__name__, url)
+    # libpq's own text for a session the server ended: "FATAL:  terminating connection ...".
+    said = _SEVERITY.sub("", lines[0]) if lines else type(orig).__name__
+    return scrub(said, url)
+
+
+_SEVERITY = re.compile(r"^(?:FATAL|PANIC|ERROR):\s+")
 
 
 SHOWN_KEYS = 10

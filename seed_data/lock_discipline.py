@@ -15,6 +15,7 @@ or the environment (``MIGRATION_LOCK_RETRY_FOR=10min``); ``-x`` wins.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import math
 import os
@@ -31,6 +32,7 @@ from sqlalchemy.engine import URL
 
 from seed_data.db import scrub
 from seed_data.db_errors import DEADLOCK, LOCK_NOT_AVAILABLE, first_line, sqlstate
+from seed_data.lock_holds import Hold, holds, recipe, shorten
 
 log = logging.getLogger("alembic.env")
 
@@ -39,6 +41,19 @@ RETRIED_SQLSTATES = {LOCK_NOT_AVAILABLE: "lock timeout", DEADLOCK: "deadlock"}
 # How often the watcher looks at the migration's backend, and how long a wait must last
 # before it is logged (so an operator sees what a long CONCURRENTLY build waits for).
 WATCH_INTERVAL = 0.05
+# How long the watcher waits before saying it lost its connection (see BlockerWatch._lost).
+QUIET_FOR = 1.0
+# How often a retry looks whether the sessions that blocked the last attempt have gone.
+BLOCKER_POLL = 0.1
+STILL_OPEN = sa.text("""
+    SELECT count(*) FROM pg_stat_activity AS a
+    JOIN unnest(CAST(:pids AS int[]), CAST(:since AS timestamptz[])) AS b (pid, since)
+      ON a.pid = b.pid AND coalesce(a.xact_start, a.state_change) = b.since
+""")
+# A cancel that has not freed the app by then was ignored: the session is ended instead.
+TERMINATE_AFTER = 0.25
+CANCEL = sa.text("SELECT pg_cancel_backend(:pid)")
+TERMINATE = sa.text("SELECT pg_terminate_backend(:pid)")
 LOG_WAITS_AFTER = 10.0
 QUERY_SHOWN = 80
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|min|h)\s*$")
@@ -63,6 +78,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("lock_timeout", "MIGRATION_LOCK_TIMEOUT"),
     Option("lock_timeout_max", "MIGRATION_LOCK_TIMEOUT_MAX"),
     Option("lock_retry_for", "MIGRATION_LOCK_RETRY_FOR"),
+    Option("lock_attempts", "MIGRATION_LOCK_ATTEMPTS", is_duration=False),
+    Option("app_wait_max", "MIGRATION_APP_WAIT_MAX"),
     Option("statement_timeout", "MIGRATION_STATEMENT_TIMEOUT", zero_allowed=True),
     Option("batch_size", "MIGRATION_BATCH_SIZE", is_duration=False),
 )
@@ -110,6 +127,12 @@ class LockSettings:
     lock_timeout: int = 100  # the first attempt's lock wait; doubles on each retry
     lock_timeout_max: int = 800  # the longest: how long app queries may queue behind us
     lock_retry_for: int = 180_000  # how long one step keeps retrying
+    # Each attempt that times out may stall app queries once (they queue behind it), so a
+    # blocked step makes at most this many attempts: at most this many stalls.
+    lock_attempts: int = 10
+    # The longest an app query may wait for a lock the migration holds, before the
+    # migration's statement is cancelled and its step rolled back.
+    app_wait_max: int = 1000
     statement_timeout: int = 15_000  # 0: none; CONCURRENTLY builds and VALIDATE are exempt
     batch_size: int = 1000  # what a batched data migration handles per transaction
 
@@ -203,6 +226,9 @@ class Blocker:
     state_seconds: float | None
     transaction_seconds: float | None
     query: str | None
+    # With the pid, what it is doing: its transaction, or (idle, holding a session-level
+    # lock) its last change of state. A retry waits for that to end.
+    since: dt.datetime | None = None
 
     def describe(self, url: URL | None) -> str:
         parts = [f"user {self.user or '?'}", f"application {self.application or '-'!r}"]
@@ -228,7 +254,8 @@ WATCH_QUERY = sa.text("""
     SELECT a.pid, a.usename, a.application_name, a.state,
            extract(epoch FROM now() - a.state_change)::float8,
            extract(epoch FROM now() - a.xact_start)::float8,
-           a.query
+           a.query,
+           coalesce(a.xact_start, a.state_change)
     FROM (SELECT wait_event_type FROM pg_stat_activity WHERE pid = :pid) AS migration
     CROSS JOIN LATERAL unnest(
         -- pg_blocking_pids takes the lock manager's locks: ask only while we wait on one.
@@ -240,10 +267,18 @@ WATCH_QUERY = sa.text("""
 
 
 class BlockerWatch:
-    """A thread on a second connection that records who blocks the migration's backend."""
+    """A thread on a second connection that records who blocks the migration's backend,
+    and stops the migration's statement once an app session has waited ``app_wait_max``
+    seconds for a lock the migration holds (``seed_data.lock_holds``)."""
 
-    def __init__(self, engine: sa.Engine, pid: int, url: URL | None) -> None:
+    def __init__(
+        self, engine: sa.Engine, pid: int, url: URL | None, app_wait_max: float | None = None
+    ) -> None:
         self._engine, self._pid, self._url = engine, pid, url
+        self.app_wait_max = app_wait_max
+        # The wait that made the watcher cancel the migration's statement.
+        self.hold: Hold | None = None
+        self._cancelled_at = 0.0
         self._stop = threading.Event()
         self._lock = threading.Lock()
         # pid -> (latest view, times seen) during the current attempt.
@@ -279,18 +314,42 @@ class BlockerWatch:
             connection = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         except sa.exc.DBAPIError as error:
             # A role at its connection limit, say: the migration still runs, unnamed blockers.
-            self.unavailable = first_line(error, self._url)
-            log.warning("cannot watch for blocking sessions: %s", self.unavailable)
+            self._lost("cannot watch for blocking sessions", error)
             return
         with connection:
             while not self._stop.wait(WATCH_INTERVAL):
                 try:
                     rows = connection.execute(WATCH_QUERY, {"pid": self._pid}).all()
+                    if self.app_wait_max is not None:
+                        self._bound_holds(connection)
                 except sa.exc.DBAPIError as error:
-                    self.unavailable = first_line(error, self._url)
-                    log.warning("stopped watching for blocking sessions: %s", self.unavailable)
+                    self._lost("stopped watching for blocking sessions", error)
                     return
                 self._record([Blocker(*row) for row in rows])
+
+    def _lost(self, what: str, error: sa.exc.DBAPIError) -> None:
+        """Say that the watch has stopped, unless the run ends first: a server restart ends
+        the migration's session too, and its own line says what happened."""
+        self.unavailable = first_line(error, self._url)
+        if not self._stop.wait(QUIET_FOR):
+            log.warning(
+                "%s (lock holds are not bounded for the rest of this run): %s",
+                what,
+                self.unavailable,
+            )
+
+    def _bound_holds(self, connection: sa.Connection) -> None:
+        """Cancel the migration's statement once an app session has waited too long for a
+        lock it holds; end its session if that does not free the app (a backend between two
+        statements of an open transaction ignores a cancel)."""
+        found = holds(connection, self._pid)
+        if self.hold is None:
+            if found and self.app_wait_max is not None and found[0].waited >= self.app_wait_max:
+                self.hold, self._cancelled_at = found[0], time.monotonic()
+                connection.execute(CANCEL, {"pid": self._pid})
+        elif found and time.monotonic() - self._cancelled_at >= TERMINATE_AFTER:
+            connection.execute(TERMINATE, {"pid": self._pid})
+            self.app_wait_max = None  # done: the run stops with the hold's line
 
     def _record(self, blockers: list[Blocker]) -> None:
         now = time.monotonic()
@@ -340,6 +399,11 @@ class StepProgress:
 
 class GaveUp(Exception):
     """A step could not get its locks within the retry budget."""
+
+
+class HeldTooLong(GaveUp):
+    """An app session waited longer than ``app_wait_max`` for a lock the step held: its
+    statement was cancelled and the step rolled back."""
 
 
 def describe_step(step: Any) -> str:
@@ -393,10 +457,12 @@ class LockRetry:
             self._schedule = self._settings.attempts()
             self._attempt = next(self._schedule)
         values = self._settings.session_settings(self._attempt.lock_timeout_ms)
-        for name, value in values.items():
-            # Session-level, so it holds across a revision's autocommit blocks; rolled back
-            # with the step when it fails, and set again for the next attempt.
-            self._connection.exec_driver_sql(f"SET {name} = '{value}'")
+        # Session-level, so it holds across a revision's autocommit blocks; rolled back
+        # with the step when it fails, and set again for the next attempt. One round trip:
+        # a step's overhead is paid once per revision on every run.
+        self._connection.exec_driver_sql(
+            "; ".join(f"SET {name} = '{value}'" for name, value in values.items())
+        )
         # Revisions that lift the timeouts for a CONCURRENTLY build restore these values.
         migration_context.opts.update(values)
         if self._watch is not None:
@@ -410,37 +476,85 @@ class LockRetry:
             try:
                 run_steps()
                 return
-            except sa.exc.DBAPIError as error:
+            except Exception as error:
+                if self._watch is not None and self._watch.hold is not None:
+                    # Whatever the cancel (or the ended session) made of the step's work.
+                    raise HeldTooLong(self.held_too_long_message(self._watch.hold)) from None
                 cause = RETRIED_SQLSTATES.get(sqlstate(error) or "")
                 attempt = self._attempt
-                if cause is None or attempt is None:
+                if not isinstance(error, sa.exc.DBAPIError) or cause is None or attempt is None:
                     raise
                 self._retry_or_give_up(cause, attempt)
 
     def _retry_or_give_up(self, cause: str, attempt: Attempt) -> None:
+        """Every attempt that timed out may have made app queries queue behind it once, so
+        attempts are few (``lock_attempts``), and the next one starts only once the sessions
+        that blocked this one have ended their transactions: against the same blocker, a
+        retry would only stall the app again."""
         progress = self.progress
         elapsed = time.monotonic() - progress.started
         upcoming = next(self._schedule)
         budget = self._settings.lock_retry_for / 1000
-        if elapsed + attempt.pause_after + upcoming.lock_timeout_ms / 1000 > budget:
+        last_start = progress.started + budget - upcoming.lock_timeout_ms / 1000
+        if (
+            attempt.number >= self._settings.lock_attempts
+            or time.monotonic() + attempt.pause_after > last_start
+        ):
             raise GaveUp(self.give_up_message(cause, attempt.number, elapsed))
-        blockers = self._blockers_text()
+        blockers = self._watch.blockers() if self._watch is not None else []
         log.info(
-            "%s on %s (attempt %d, lock_timeout %s%s); retrying in %.1f s",
+            "%s on %s (attempt %d of at most %d, lock_timeout %s%s); retrying in %.1f s%s",
             cause,
             describe_step(progress.current),
             attempt.number,
+            self._settings.lock_attempts,
             format_ms(attempt.lock_timeout_ms),
-            f", blocked by {blockers}" if blockers else "",
+            f", blocked by {self._blockers_text()}" if blockers else "",
             attempt.pause_after,
+            ", or later: once those sessions have ended their transactions" if blockers else "",
         )
         time.sleep(attempt.pause_after)
+        if not self._wait_for_transactions_to_end(blockers, last_start):
+            raise GaveUp(
+                self.give_up_message(cause, attempt.number, time.monotonic() - progress.started)
+            )
         self._attempt = upcoming
+
+    def _wait_for_transactions_to_end(self, blockers: list[Blocker], deadline: float) -> bool:
+        """Whether ``blockers`` ended their transactions (an idle one holding a session
+        lock: did anything at all) before ``deadline``."""
+        known = [b for b in blockers if b.since is not None]
+        if not known:
+            return True
+        params = {"pids": [b.pid for b in known], "since": [b.since for b in known]}
+        while True:
+            # Each look in its own transaction: within one, pg_stat_activity stays the same.
+            remaining = self._connection.scalar(STILL_OPEN, params)
+            self._connection.rollback()
+            if not remaining:
+                return True
+            if time.monotonic() + BLOCKER_POLL > deadline:
+                return False
+            time.sleep(BLOCKER_POLL)
 
     def _blockers_text(self) -> str:
         if self._watch is None:
             return ""
         return "; ".join(b.describe(self._url) for b in self._watch.blockers())
+
+    def held_too_long_message(self, hold: Hold) -> str:
+        """The one line for a step stopped because the app waited too long behind it."""
+        budget = format_ms(self._settings.app_wait_max)
+        statement = scrub(shorten(hold.statement), self._url) if hold.statement else "?"
+        return (
+            f"{describe_step(self.progress.current)}: stopped: an app query waited"
+            f" {hold.waited:.1f} s for {hold.what()}, which this step held, longer than"
+            f" app_wait_max ({budget}; -x app_wait_max or MIGRATION_APP_WAIT_MAX)"
+            f" (the app's session: {hold.describe(self._url)}). The step's statement was cancelled:"
+            f" {statement}."
+            f" {self.progress.outcome()}. To fix the revision, {recipe(hold)}; then"
+            " run the command again"
+        )
 
     def give_up_message(self, cause: str, attempts: int, elapsed: float) -> str:
         progress = self.progress
@@ -454,9 +568,13 @@ class LockRetry:
             )
         else:
             who = "the blocking session ended before it could be seen"
+        if attempts >= self._settings.lock_attempts:
+            longer = "-x lock_attempts (or MIGRATION_LOCK_ATTEMPTS) tries more often"
+        else:
+            longer = "-x lock_retry_for=10min (or MIGRATION_LOCK_RETRY_FOR) waits longer"
         return (
             f"{describe_step(progress.current)}: gave up after {attempts} {cause}(s) in"
             f" {human_seconds(elapsed)}; {who}. {progress.outcome()}. Let those"
             " sessions finish or end them (SELECT pg_terminate_backend(pid)), then run the"
-            " command again; -x lock_retry_for=10min (or MIGRATION_LOCK_RETRY_FOR) waits longer"
+            f" command again; {longer}"
         )

@@ -3,7 +3,10 @@
 While the command is still starting (importing, parsing its arguments), Ctrl-C exits 130
 with one line; the command replaces that handler with its own before it touches a
 database. An exception would not do there: an import may catch it and carry on into the
-work. This module imports nothing heavy, so the script can import it first.
+work. The script installs that handler on its first line, before importing anything
+(this module included): an import is Python code, and Ctrl-C during it would be a
+traceback. What remains out of reach is Python's own start-up, before the script's first
+line (README, "Demo data").
 
 A reader that stops early (``refdata.py revision ... | head``) does not stop the command
 either: once stdout's pipe is closed, the rest of the output goes nowhere, the work goes
@@ -16,13 +19,7 @@ import importlib
 import os
 import signal
 import sys
-from types import FrameType
 from typing import Any, NoReturn, TextIO
-
-
-def _quit_before_anything_ran(signum: int, frame: FrameType | None) -> None:
-    os.write(2, b"error: interrupted before the command began: nothing was written\n")
-    os._exit(128 + signum)  # the shell's status for a signal, as the commands exit too
 
 
 class OutputMayBeCut:
@@ -54,8 +51,8 @@ class OutputMayBeCut:
 
 
 def run_main(module: str) -> NoReturn:
-    """Import ``module`` and exit with what its ``main()`` returns."""
-    signal.signal(signal.SIGINT, _quit_before_anything_ran)
+    """Import ``module`` and exit with what its ``main()`` returns; the script has already
+    made Ctrl-C exit 130 until ``main()`` installs its own handler."""
     sys.stdout = OutputMayBeCut(sys.stdout)  # type: ignore[assignment]
     status = importlib.import_module(module).main()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the work is done; just exit

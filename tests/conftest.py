@@ -28,13 +28,11 @@ SERVERS = [DEFAULT_SERVER, "pg15-system"]
 
 
 @pytest.fixture(scope="session", params=SERVERS)
-def pg_server(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[PgServer]:
+def pg_server(request: pytest.FixtureRequest) -> Iterator[PgServer]:
     if request.param == "external":
         yield external_server(configured_url())
     elif request.param == "pg18-embedded":
-        with embedded_server(tmp_path_factory.mktemp("pg18")) as server:
+        with embedded_server() as server:
             yield server
     else:
         if not (PG15_BIN / "postgres").exists():
@@ -75,8 +73,8 @@ def head_engine(pg_server: PgServer, head_template: str) -> Iterator[sa.Engine]:
 
 # pytest-alembic: its built-in tests (tests/test_migrations_builtin.py) use these.
 @pytest.fixture
-def alembic_engine(engine: sa.Engine) -> sa.Engine:
-    return engine
+def alembic_engine(head_engine: sa.Engine) -> sa.Engine:
+    return head_engine
 
 
 @pytest.fixture

@@ -70,10 +70,13 @@ class Loader:
         return Result(code, out, err, document)
 
 
-def run_script(url: sa.URL, *args: str, **popen: object) -> subprocess.Popen[str]:
-    """The command as an operator runs it: a separate process."""
+def run_script(
+    url: sa.URL, *args: str, python: tuple[str, ...] = (), **popen: object
+) -> subprocess.Popen[str]:
+    """The command as an operator runs it: a separate process (``python``: options for
+    the interpreter)."""
     return subprocess.Popen(
-        [sys.executable, str(LOAD_FIXTURES), *args],
+        [sys.executable, *python, str(LOAD_FIXTURES), *args],
         cwd=REPO_ROOT,
         env={k: v for k, v in alembic_env(url).items() if k not in ENVIRONMENT_VARIABLES},
         stdout=subprocess.PIPE,

@@ -64,12 +64,15 @@ def snapshot_rows(conn: sa.Connection, *, history: bool = True) -> dict[str, lis
     tables = conn.scalars(
         sa.text("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
     ).all()
-    rows = {
-        table: conn.scalars(
-            sa.text(f'SELECT to_jsonb(t)::text FROM "{table}" AS t ORDER BY 1')
-        ).all()
-        for table in tables
-    }
+    # One statement for every table: a walk over the history takes a snapshot per step.
+    every_table = " UNION ALL ".join(
+        f'SELECT CAST(:t{n} AS text), ARRAY(SELECT to_jsonb(t)::text FROM "{table}" AS t'
+        " ORDER BY 1)"
+        for n, table in enumerate(tables)
+    )
+    names = {f"t{n}": table for n, table in enumerate(tables)}
+    rows = dict(conn.execute(sa.text(every_table), names).all()) if tables else {}
+    rows = {table: rows[table] for table in tables}
     if "alembic_version" in rows and not rows["alembic_version"]:
         del rows["alembic_version"]
     if not history:
@@ -121,20 +124,48 @@ SCHEMA_QUERIES = {
         SELECT p.oid::regprocedure::text || ' ' || md5(p.prosrc)
         FROM pg_proc AS p WHERE p.pronamespace = 'public'::regnamespace
     """,
+    "triggers": """
+        SELECT pg_get_triggerdef(t.oid) FROM pg_trigger AS t JOIN pg_class AS c ON c.oid = t.tgrelid
+        WHERE c.relnamespace = 'public'::regnamespace AND NOT t.tgisinternal
+    """,
+    "sequences": """
+        SELECT sequencename || ' ' || data_type || ' ' || start_value || ' ' || increment_by
+        FROM pg_sequences WHERE schemaname = 'public'
+    """,
+    "types": """
+        SELECT t.typname || ' ' || t.typtype::text || ' '
+            || coalesce((SELECT string_agg(enumlabel, ',' ORDER BY enumsortorder)
+                         FROM pg_enum WHERE enumtypid = t.oid), '')
+        FROM pg_type AS t
+        WHERE t.typnamespace = 'public'::regnamespace AND t.typelem = 0 AND t.typrelid = 0
+    """,
+    "views": """
+        SELECT c.relname || ' ' || c.relkind::text || ' ' || md5(pg_get_viewdef(c.oid))
+        FROM pg_class AS c
+        WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('v', 'm')
+    """,
 }
 
 
 def schema_fingerprint(conn: sa.Connection, *, kept: bool = True) -> dict[str, list[str]]:
-    """Tables, columns, constraints, indexes and functions of the public schema, sorted.
+    """Columns, constraints, indexes, functions, triggers, sequences, types and views of the
+    public schema, sorted.
 
     alembic_version is left out: it is alembic's bookkeeping, created on the first run and
     kept (empty) after a downgrade to base; its rows are in :func:`snapshot_rows`.
-    ``kept=False`` leaves out the tables downgrades keep (``KEPT_TABLES``) and their
-    triggers' functions: compare those on their own across downgrades.
+    ``kept=False`` leaves out the tables downgrades keep (``KEPT_TABLES``), with their
+    triggers, sequences and the triggers' functions: compare those on their own across
+    downgrades.
     """
-    found = {
-        kind: sorted(conn.scalars(sa.text(query)).all()) for kind, query in SCHEMA_QUERIES.items()
-    }
+    # One statement for every kind: a walk over the history takes one per step.
+    every_kind = " UNION ALL ".join(
+        f"SELECT CAST('{kind}' AS text), item FROM ({query}) AS {kind} (item)"
+        for kind, query in SCHEMA_QUERIES.items()
+    )
+    found: dict[str, list[str]] = {kind: [] for kind in SCHEMA_QUERIES}
+    for kind, item in conn.execute(sa.text(every_kind)):
+        found[kind].append(item)
+    found = {kind: sorted(items) for kind, items in found.items()}
     if kept:
         return found
     functions = set(
@@ -146,13 +177,19 @@ def schema_fingerprint(conn: sa.Connection, *, kept: bool = True) -> dict[str, l
             {"tables": list(KEPT_TABLES)},
         )
     )
+    on_kept = [f" ON {schema}{t} " for t in KEPT_TABLES for schema in ("", "public.")]
     of_kept = {
         "columns": lambda item: item.split(".")[0] in KEPT_TABLES,
         "constraints": lambda item: item.split(" ")[0] in KEPT_TABLES,
         "indexes": lambda item: any(f" ON public.{t} " in item for t in KEPT_TABLES),
         "functions": lambda item: item.split(" ")[0] in functions,
+        "triggers": lambda item: any(on in item for on in on_kept),
+        "sequences": lambda item: any(item.startswith(f"{t}_") for t in KEPT_TABLES),
     }
-    return {kind: [i for i in items if not of_kept[kind](i)] for kind, items in found.items()}
+    return {
+        kind: [i for i in items if not of_kept.get(kind, lambda _: False)(i)]
+        for kind, items in found.items()
+    }
 
 
 def kept_tables(conn: sa.Connection) -> dict[str, list[str]]:

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import sqlalchemy as sa
 
 from seed_data.db import REPO_ROOT
-from tests.helpers import ALEMBIC_BIN, alembic_env, revision_steps
+from tests.helpers import ALEMBIC_BIN, alembic_env, revision_steps, run_alembic
 from tests.time_bounds import assert_within
 
 SEQUENCE_NUMBERS, BEFORE_IT = next(
@@ -58,6 +58,16 @@ def seed_conversations(conn: sa.Connection, conversations: int, messages_each: i
     )
     # The app's own inserts take ids from the identity; keep them clear of ours.
     conn.execute(sa.text("SELECT setval(pg_get_serial_sequence('messages', 'id'), 10000000)"))
+
+
+def at_the_revision_before(engine: sa.Engine, conversations: int, messages_each: int) -> sa.Engine:
+    """``engine``'s database at the revision before sequence numbers, seeded as
+    :func:`seed_conversations` does: what the previous release runs on."""
+    result = run_alembic("upgrade", BEFORE_IT, url=engine.url)
+    assert result.returncode == 0, result.stderr
+    with engine.begin() as conn:
+        seed_conversations(conn, conversations, messages_each)
+    return engine
 
 
 def insert_like_previous_release(conn: sa.Connection, conversation: int) -> None:
@@ -158,6 +168,21 @@ def migration_backend(conn: sa.Connection, query_start: str) -> int | None:
             " AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
         ),
         {"pattern": query_start + "%"},
+    )
+
+
+def migration_running(
+    conn: sa.Connection, query_start: str, wait_event: str | None = None
+) -> int | None:
+    """The pid of a session running a query that starts with ``query_start`` (and, if
+    given, in ``wait_event``: PgSleep for a trigger's pg_sleep)."""
+    return conn.scalar(
+        sa.text(
+            "SELECT pid FROM pg_stat_activity WHERE query ILIKE :pattern AND state = 'active'"
+            " AND (CAST(:event AS text) IS NULL OR wait_event = :event)"
+            " AND pid <> pg_backend_pid()"
+        ),
+        {"pattern": query_start + "%", "event": wait_event},
     )
 
 

@@ -102,11 +102,16 @@ class Workspace:
         return Result(code, out, err)
 
     def process(
-        self, *args: str, database_url: URL | str | None = None, env: dict[str, str] | None = None
+        self,
+        *args: str,
+        database_url: URL | str | None = None,
+        env: dict[str, str] | None = None,
+        python: tuple[str, ...] = (),
     ) -> subprocess.Popen[str]:
-        """The real ``scripts/refdata.py``, started as a user would start it."""
+        """The real ``scripts/refdata.py``, started as a user would start it (``python``:
+        options for the interpreter)."""
         return subprocess.Popen(
-            [sys.executable, str(REFDATA_SCRIPT), *self.arguments(*args)],
+            [sys.executable, *python, str(REFDATA_SCRIPT), *self.arguments(*args)],
             cwd=self.root,
             env={**alembic_env(database_url), **(env or {})},
             stdout=subprocess.PIPE,
@@ -122,10 +127,15 @@ class Workspace:
         return Result(process.returncode, out, err)
 
     def add_revision(
-        self, message: str, upgrade_sql: str, downgrade_sql: str, on: str | None = None
+        self,
+        message: str,
+        upgrade_sql: str | tuple[str, ...],
+        downgrade_sql: str | tuple[str, ...],
+        on: str | None = None,
     ) -> Path:
-        """A hand-written revision running these statements, made by alembic and locked; on
-        head, or on revision ``on`` (another head, as a branch made elsewhere would be)."""
+        """A hand-written revision running these statements (one ``op.execute`` each), made
+        by alembic and locked; on head, or on revision ``on`` (another head, as a branch
+        made elsewhere would be)."""
         script = command.revision(
             self.config(), message=message, head=on or "head", splice=on is not None
         )
@@ -143,11 +153,11 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.execute({upgrade_sql!r})
+    {_executes(upgrade_sql)}
 
 
 def downgrade() -> None:
-    op.execute({downgrade_sql!r})
+    {_executes(downgrade_sql)}
 ''',
             encoding="utf-8",
         )
@@ -167,6 +177,11 @@ def downgrade() -> None:
             and not leftovers
             and self.lock.read_text(encoding="utf-8") == repository_lock
         )
+
+
+def _executes(sql: str | tuple[str, ...]) -> str:
+    statements = (sql,) if isinstance(sql, str) else sql
+    return "\n    ".join(f"op.execute({statement!r})" for statement in statements)
 
 
 def aim_database_url(monkeypatch: pytest.MonkeyPatch, target: sa.Engine | URL) -> None:

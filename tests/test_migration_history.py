@@ -71,6 +71,7 @@ def committed_with_alembic_version(conn: sa.Connection) -> bool:
     )
 
 
+@pytest.mark.history
 def test_an_upgrade_records_every_step_with_its_checksum_times_and_who_ran_it(
     engine: sa.Engine,
 ) -> None:

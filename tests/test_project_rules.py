@@ -11,6 +11,7 @@ import pytest
 
 from seed_data.db import REPO_ROOT
 
+pytestmark = pytest.mark.history
 VERSIONS = sorted((REPO_ROOT / "alembic" / "versions").glob("*.py"))
 # A migration must give the same result forever: only these may be imported.
 # psycopg2, the driver every URL is normalised to, for COPY: revisions carrying thousands of

@@ -8,6 +8,8 @@ to, and the demo data-set record): they are checked on their own.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pytest
 import sqlalchemy as sa
 from alembic import command
@@ -29,7 +31,7 @@ from tests.helpers import (
     schema_fingerprint,
     snapshot_rows,
 )
-from tests.servers import PgServer
+from tests.migrator import Migrator
 
 STEPS = revision_steps()
 REVISION = {step.file_stem.split("_", 5)[-1]: step.revision for step in STEPS}
@@ -69,60 +71,95 @@ def without_kept(rows: dict[str, list[str]]) -> dict[str, list[str]]:
     return {table: found for table, found in rows.items() if table not in KEPT_TABLES}
 
 
-@pytest.mark.parametrize("step", STEPS, ids=[s.file_stem for s in STEPS])
-def test_revision_round_trips_rows(step: Step, engine: sa.Engine) -> None:
-    """Rows of every table but the kept ones: migration_history, which each step appends
-    to (checked directly: one row per step, with the file's checksum), and the demo
-    data-set record, which every downgrade keeps (checked to be kept)."""
-    config = config_for(engine)
-    if step.down_revision != "base":
-        command.upgrade(config, step.down_revision)
-    with engine.connect() as conn:
-        before = without_kept(snapshot_rows(conn))
-        schema_before = schema_fingerprint(conn, kept=False)
-        history = history_rows(conn)
+@dataclass(frozen=True)
+class Snapshot:
+    """A database's contents between two steps: rows and schema (all but the kept tables),
+    migration_history, and the other kept tables' rows, each on its own."""
 
-    def history_after(conn: sa.Connection, direction: str, created: bool = False) -> None:
-        nonlocal history
-        now = history_rows(conn)
-        assert history_added(history, now) == expected_history(step, direction, created)
-        history = now
+    rows: dict[str, list[str]]
+    schema: dict[str, list[str]]
+    history: list[dict]
+    kept: dict[str, list[str]]
 
-    command.upgrade(config, step.revision)
-    with engine.connect() as conn:
-        after_first_upgrade = without_kept(snapshot_rows(conn))
-        kept_after_upgrade = kept_tables(conn)
-        history_after(conn, "upgrade", created=True)
+    @classmethod
+    def of(cls, conn: sa.Connection) -> Snapshot:
+        """Read on an autocommit connection: each statement sees what is committed, and
+        holds no lock the next migration step would wait for."""
+        kept = kept_tables(conn)
+        kept.pop("migration_history", None)  # appended to by every step: checked as such
+        return cls(
+            without_kept(snapshot_rows(conn)),
+            schema_fingerprint(conn, kept=False),
+            history_rows(conn),
+            kept,
+        )
 
-    command.downgrade(config, step.down_revision)
-    with engine.connect() as conn:
-        after_downgrade = without_kept(snapshot_rows(conn))
-        schema_after_downgrade = schema_fingerprint(conn, kept=False)
-        kept_after_downgrade = kept_tables(conn)
-        history_after(conn, "downgrade")
-    kept_after_upgrade.pop("migration_history", None)  # appended to: checked above
-    assert {t: kept_after_downgrade.get(t) for t in kept_after_upgrade} == kept_after_upgrade, (
+
+@pytest.mark.history
+def test_every_revision_round_trips_rows_and_schema(engine: sa.Engine) -> None:
+    """One database walks the history: for every step, downgrade gives back the rows and
+    the schema it found, upgrade again gives the rows of the first upgrade, and each upgrade
+    and downgrade appends exactly its own migration_history row. One walk, with snapshots
+    between the steps, costs one migration per step, not one per step per revision. Its
+    connections are pooled, so a step does not pay for new ones."""
+    pooled = sa.create_engine(engine.url, pool_size=3)
+    migrator = Migrator(pooled)
+    with pooled.connect().execution_options(isolation_level="AUTOCOMMIT") as reader:
+        before = Snapshot.of(reader)
+        for step in STEPS:
+            before = round_trip(step, migrator, reader, before)
+    pooled.dispose()
+
+
+def round_trip(step: Step, migrator: Migrator, reader: sa.Connection, before: Snapshot) -> Snapshot:
+    """Upgrade, downgrade and upgrade again through ``step``; what the database holds after."""
+    migrator.upgrade(step.revision)
+    first = Snapshot.of(reader)
+    assert_history(step, "upgrade", before, first, created=True)
+
+    migrator.downgrade(step.down_revision)
+    downgraded = Snapshot.of(reader)
+    assert_history(step, "downgrade", first, downgraded)
+    assert {t: downgraded.kept.get(t) for t in first.kept} == first.kept, (
         f"downgrading {step.file_stem} dropped or changed {', '.join(KEPT_TABLES)}: no"
         " downgrade may remove an operational record (only `-x teardown=yes` does)"
     )
-    assert schema_after_downgrade == schema_before, (
-        f"downgrading {step.file_stem} left the schema different (tables, columns, constraints,"
-        " indexes or functions): its downgrade() must drop everything its upgrade() created."
+    assert downgraded.schema == before.schema, (
+        f"downgrading {step.file_stem} left the schema different in"
+        f" {differing_tables(before.schema, downgraded.schema)} (tables, columns, constraints,"
+        " indexes, functions, triggers, sequences, types or views): its downgrade() must drop"
+        " everything its upgrade() created."
     )
-    assert after_downgrade == before, (
-        f"downgrading {step.file_stem} changed rows in {differing_tables(before, after_downgrade)}:"
-        " its downgrade() must delete exactly the rows upgrade() inserted and restore every"
-        " value upgrade() changed, from constants frozen in the same file."
+    assert downgraded.rows == before.rows, (
+        f"downgrading {step.file_stem} changed rows in"
+        f" {differing_tables(before.rows, downgraded.rows)}: its downgrade() must delete"
+        " exactly the rows upgrade() inserted and restore every value upgrade() changed, from"
+        " constants frozen in the same file."
     )
 
-    command.upgrade(config, step.revision)
-    with engine.connect() as conn:
-        after_second_upgrade = without_kept(snapshot_rows(conn))
-        history_after(conn, "upgrade")
-    assert after_second_upgrade == after_first_upgrade, (
+    migrator.upgrade(step.revision)
+    again = Snapshot.of(reader)
+    assert_history(step, "upgrade", downgraded, again)
+    assert again.rows == first.rows, (
         f"upgrading {step.file_stem} a second time gave different rows in"
-        f" {differing_tables(after_first_upgrade, after_second_upgrade)}: upgrade() must not"
-        " depend on state its downgrade() leaves behind (e.g. sequences or generated ids)."
+        f" {differing_tables(first.rows, again.rows)}: upgrade() must not depend on state its"
+        " downgrade() leaves behind (e.g. sequences or generated ids)."
+    )
+    assert again.schema == first.schema, (
+        f"upgrading {step.file_stem} a second time gave a different schema in"
+        f" {differing_tables(first.schema, again.schema)}: upgrade() must not depend on what"
+        " its downgrade() leaves behind."
+    )
+    return again
+
+
+def assert_history(
+    step: Step, direction: str, before: Snapshot, after: Snapshot, created: bool = False
+) -> None:
+    expected = expected_history(step, direction, created)
+    assert history_added(before.history, after.history) == expected, (
+        f"the {direction} of {step.file_stem} appended other migration_history rows than its"
+        " own (env.py records one per step, with the file's checksum from the lock)"
     )
 
 
@@ -151,41 +188,48 @@ def user_rows(conn: sa.Connection) -> dict[str, list[str]]:
     }
 
 
-def test_downgrade_leaves_rows_users_added(head_engine: sa.Engine) -> None:
-    with head_engine.begin() as conn:
+@pytest.fixture
+def catalogue_2027(engine: sa.Engine) -> sa.Engine:
+    """A database at the 2027 catalogue update: the downgrades below go through the
+    reference revisions up to it, not through every revision after it."""
+    command.upgrade(config_for(engine), CATALOGUE_2027)
+    return engine
+
+
+def test_downgrade_leaves_rows_users_added(catalogue_2027: sa.Engine) -> None:
+    with catalogue_2027.begin() as conn:
         for sql in USER_ROWS.values():
             conn.execute(sa.text(sql))
-    with head_engine.connect() as conn:
+    with catalogue_2027.connect() as conn:
         added = user_rows(conn)
     assert all(len(rows) == 1 for rows in added.values())
 
     # Down to the lookups: the catalogue and FAQ revisions delete only their own keys.
-    command.downgrade(config_for(head_engine), LOOKUPS)
-    with head_engine.connect() as conn:
+    command.downgrade(config_for(catalogue_2027), LOOKUPS)
+    with catalogue_2027.connect() as conn:
         assert user_rows(conn) == added, "a reference downgrade deleted or changed a user's row"
         assert conn.scalar(sa.text("SELECT count(*) FROM products")) == 1
         assert conn.scalar(sa.text("SELECT count(*) FROM faqs")) == 1
 
     # On through the lookups: the user's own lookup values must outlive them too. (Their
     # product uses the revision's 'savings' type, so it has to go first, or the guard stops us.)
-    with head_engine.begin() as conn:
+    with catalogue_2027.begin() as conn:
         conn.execute(sa.text("DELETE FROM products WHERE code = 'staff_saver'"))
-    command.downgrade(config_for(head_engine), CORE_SCHEMA)
-    with head_engine.connect() as conn:
+    command.downgrade(config_for(catalogue_2027), CORE_SCHEMA)
+    with catalogue_2027.connect() as conn:
         rows = snapshot_rows(conn)
     assert rows["account_statuses"] == added["account_statuses"]
     assert rows["transaction_categories"] == added["transaction_categories"]
     assert rows["account_types"] == rows["conversation_channels"] == rows["message_roles"] == []
 
 
-def test_downgrade_blocked_by_business_rows_changes_nothing(head_engine: sa.Engine) -> None:
-    config = config_for(head_engine)
-    command.downgrade(config, CATALOGUE_2027)
-    with head_engine.begin() as conn:
+def test_downgrade_blocked_by_business_rows_changes_nothing(catalogue_2027: sa.Engine) -> None:
+    config = config_for(catalogue_2027)
+    with catalogue_2027.begin() as conn:
         customer = insert_customer(conn, "CUST-000001")
         for number in ("12345678", "12345679"):
             insert_account(conn, customer, number, "easy_access_cash_isa", "cash_isa")
-    with head_engine.connect() as conn:
+    with catalogue_2027.connect() as conn:
         rows_before, schema_before = snapshot_rows(conn), schema_fingerprint(conn)
 
     with pytest.raises(Exception, match="cannot downgrade") as raised:
@@ -195,17 +239,15 @@ def test_downgrade_blocked_by_business_rows_changes_nothing(head_engine: sa.Engi
     assert "2 row(s) in accounts.product_code reference easy_access_cash_isa" in message
     assert "This step was rolled back and changed nothing" in message
 
-    with head_engine.connect() as conn:
+    with catalogue_2027.connect() as conn:
         assert current_revision(conn) == CATALOGUE_2027
         assert snapshot_rows(conn) == rows_before, "a blocked downgrade must change no rows"
         assert schema_fingerprint(conn) == schema_before, "a blocked downgrade changed schema"
 
 
 @pytest.mark.slow
-def test_blocked_downgrade_cli_says_why_without_a_traceback(
-    pg_server: PgServer, head_engine: sa.Engine
-) -> None:
-    with head_engine.begin() as conn:
+def test_blocked_downgrade_cli_says_why_without_a_traceback(catalogue_2027: sa.Engine) -> None:
+    with catalogue_2027.begin() as conn:
         customer = insert_customer(conn, "CUST-000002")
         conn.execute(
             sa.text(
@@ -214,14 +256,14 @@ def test_blocked_downgrade_cli_says_why_without_a_traceback(
             ),
             {"customer": customer},
         )
-    result = run_alembic("downgrade", "base", url=head_engine.url)
+    result = run_alembic("downgrade", "base", url=catalogue_2027.url)
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert (
         "FAILED: cannot downgrade: this revision would delete conversation_channels rows that"
         " are still in use (1 row(s) in conversations.channel_code reference phone)"
     ) in result.stdout
-    with head_engine.connect() as conn:
+    with catalogue_2027.connect() as conn:
         # Each revision is its own transaction: the steps before the blocked one stay done.
         assert current_revision(conn) == LOOKUPS
         assert conn.scalar(sa.text("SELECT count(*) FROM conversation_channels")) == 4
