@@ -37,17 +37,17 @@ NOT_COPIED = shutil.ignore_patterns(
 # toolkit's tests edit today's declared files, e.g. the tracker rate; see the README).
 ISA_RATE = re.compile(r"(- code: easy_access_cash_isa\n(?:  .*\n)*?  interest_rate: )(\d+\.\d\d)")
 
-NEW_TABLE = "card_networks"
+NEW_TABLE = "drill_card_networks"
 NEW_MODEL = '''
 
-class CardNetworkRow(LookupMixin, Base):
-    """The card scheme a card is issued on."""
+class DrillCardNetworkRow(LookupMixin, Base):
+    """The card scheme a card is issued on (the drill's; a name the project will not use)."""
 
-    __tablename__ = "card_networks"
+    __tablename__ = "drill_card_networks"
 '''
 NEW_TABLE_FILE = """# Card networks: the scheme a card is issued on.
 #
-# Declared reference data: the rows of `card_networks` the app expects at head.
+# Declared reference data: the rows of `drill_card_networks` the app expects at head.
 
 - {code: visa, label: Visa, sort_order: 10}
 - {code: mastercard, label: Mastercard, sort_order: 20}
@@ -74,17 +74,17 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     """Apply card networks table."""
     op.create_table(
-        "card_networks",
+        "drill_card_networks",
         sa.Column("code", sa.String(32), nullable=False),
         sa.Column("label", sa.String(100), nullable=False),
         sa.Column("sort_order", sa.Integer(), nullable=False),
-        sa.PrimaryKeyConstraint("code", name=op.f("pk_card_networks")),
+        sa.PrimaryKeyConstraint("code", name=op.f("pk_drill_card_networks")),
     )
 
 
 def downgrade() -> None:
     """Unapply card networks table."""
-    op.drop_table("card_networks")
+    op.drop_table("drill_card_networks")
 '''
 CREATE_TABLE_ALLOWANCES = """
 [{revision}.upgrade]
@@ -92,7 +92,7 @@ prefer-text-field = "A new lookup table, created empty; every lookup has these l
 prefer-bigint-over-int = "sort_order is a small display order, as in every lookup (LookupMixin)."
 
 [{revision}.downgrade]
-ban-drop-table = "Drops card_networks, which this revision's upgrade created; the release that reads it is rolled back first."
+ban-drop-table = "Drops drill_card_networks, which this revision's upgrade created; the release that reads it is rolled back first."
 """
 FILL_COLUMN_BODY = '''import contextlib
 from collections.abc import Iterator, Sequence
@@ -110,8 +110,8 @@ NEXT_BATCH = """
 WITH batch AS (
     SELECT id FROM customers WHERE id > :after ORDER BY id LIMIT :batch_size
 ), filled AS (
-    UPDATE customers AS c SET display_name = c.first_name
-    FROM batch WHERE c.id = batch.id AND c.display_name IS NULL
+    UPDATE customers AS c SET drill_display_name = c.first_name
+    FROM batch WHERE c.id = batch.id AND c.drill_display_name IS NULL
 )
 SELECT max(id) FROM batch
 """
@@ -125,8 +125,8 @@ BEGIN
         WITH batch AS (
             SELECT id FROM customers WHERE id > after_id ORDER BY id LIMIT {{batch_size}}
         ), filled AS (
-            UPDATE customers AS c SET display_name = c.first_name
-            FROM batch WHERE c.id = batch.id AND c.display_name IS NULL
+            UPDATE customers AS c SET drill_display_name = c.first_name
+            FROM batch WHERE c.id = batch.id AND c.drill_display_name IS NULL
         )
         SELECT max(id) INTO after_id FROM batch;
         EXIT WHEN after_id IS NULL;
@@ -148,7 +148,7 @@ def outside_transaction() -> Iterator[None]:
 
 
 def backfill() -> None:
-    """Fill display_name, a batch of customers per transaction."""
+    """Fill drill_display_name, a batch of customers per transaction."""
     batch_size = int(op.get_context().opts.get("batch_size", 1000))
     if context.is_offline_mode():
         op.execute("SET statement_timeout = '0'")
@@ -164,7 +164,7 @@ def backfill() -> None:
 def upgrade() -> None:
     """Apply customer display names."""
     op.add_column(
-        "customers", sa.Column("display_name", sa.Text(), nullable=True), if_not_exists=True
+        "customers", sa.Column("drill_display_name", sa.Text(), nullable=True), if_not_exists=True
     )
     with outside_transaction():
         backfill()
@@ -172,13 +172,13 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     """Unapply customer display names."""
-    op.drop_column("customers", "display_name", if_exists=True)
+    op.drop_column("customers", "drill_display_name", if_exists=True)
 '''
 FILL_COLUMN_ALLOWANCES = """
 [{revision}.downgrade]
-ban-drop-column = "Drops display_name, which this revision's upgrade added; the app is rolled back to the release that never reads it first."
+ban-drop-column = "Drops drill_display_name, which this revision's upgrade added; the app is rolled back to the release that never reads it first."
 """
-NEW_COLUMN = "    display_name: Mapped[str | None] = mapped_column(Text)\n"
+NEW_COLUMN = "    drill_display_name: Mapped[str | None] = mapped_column(Text)\n"
 
 
 def declare_reference_table(models: str) -> str:

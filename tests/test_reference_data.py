@@ -9,7 +9,6 @@ import sqlalchemy as sa
 from alembic import command
 
 from seed_data.enums import LOOKUP_ENUMS
-from seed_data.models import REFERENCE_TABLES
 from tests.helpers import config_for, insert_customer, revision_steps
 
 CATALOGUE_2027 = next(
@@ -43,7 +42,11 @@ def test_the_catalogue_revisions_give_the_catalogue_faqs_and_categories(
     catalogue_2027: sa.Engine,
 ) -> None:
     with catalogue_2027.connect() as conn:
-        counts = {t: conn.scalar(sa.text(f"SELECT count(*) FROM {t}")) for t in REFERENCE_TABLES}
+        # The tables those revisions filled: later reference tables do not exist there yet.
+        counts = {
+            t: conn.scalar(sa.text(f"SELECT count(*) FROM {t}"))
+            for t in ("transaction_categories", "faqs", "products")
+        }
         active = conn.scalar(sa.text("SELECT count(*) FROM products WHERE is_active"))
         products = conn.execute(
             sa.text("SELECT code, interest_rate, features, requirements FROM products")
