@@ -110,8 +110,23 @@ class Statement:
         return " ".join(self.text.split())[:120]
 
 
+# psql reads the rows of ``COPY ... FROM STDIN`` from the script's next lines, up to a line
+# that is only ``\.`` (data-file revisions write their rows so in ``--sql`` mode).
+_COPY_ROWS = re.compile(
+    r"^(COPY\b[^\n]*\bFROM\s+STDIN\b[^\n]*;[ \t]*\n)(.*?^\\\.[ \t]*)$",
+    re.IGNORECASE | re.MULTILINE | re.DOTALL,
+)
+
+
+def without_copy_rows(sql: str) -> str:
+    """The script with the rows of each ``COPY ... FROM STDIN`` (and their ``\\.``) blanked,
+    line numbers kept: rows are data, and a quote or ``;`` in them is not SQL."""
+    return _COPY_ROWS.sub(lambda m: m[1] + "\n" * m[2].count("\n"), sql)
+
+
 def statements(sql: str) -> Iterator[Statement]:
     """The statements of a SQL script, split where psql would split them."""
+    sql = without_copy_rows(sql)
     text, code, line, start_line = [], [], 1, None
     i, n = 0, len(sql)
     while i < n:

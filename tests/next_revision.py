@@ -184,14 +184,16 @@ NEW_COLUMN = "    drill_display_name: Mapped[str | None] = mapped_column(Text)\n
 def declare_reference_table(models: str) -> str:
     """``seed_data/models.py`` with the new table's model, declared reference data.
 
-    Today a reference table is one whose name is in ``REFERENCE_TABLES``.
+    The model is a ``LookupMixin``, which marks it ``ReferenceData``: that is all
+    the docs ask of a new reference table. It goes before the line that derives
+    ``REFERENCE_TABLES``, so the tuple sees it.
     """
-    models += NEW_MODEL
-    return models.replace(
-        "REFERENCE_TABLES: tuple[str, ...] = (\n",
-        f'REFERENCE_TABLES: tuple[str, ...] = (\n    "{NEW_TABLE}",\n',
-        1,
+    marker = "# Every model marked ReferenceData"
+    assert marker in models, (
+        f"seed_data/models.py no longer has the line {marker!r}; "
+        "update tests/next_revision.py to add a model where the docs now say"
     )
+    return models.replace(marker, NEW_MODEL.lstrip("\n") + "\n\n" + marker, 1)
 
 
 @dataclass

@@ -14,6 +14,7 @@ from seed_data.migration_lint import (
     lock_then_write,
     statements,
     tables_named,
+    without_copy_rows,
 )
 from tests.migrator import Migrator
 from tests.refdata_support import Workspace
@@ -144,6 +145,22 @@ def test_statements_split_where_psql_splits_them() -> None:
         (3, "DO $body$ BEGIN PERFORM 1; END $body$"),
         (5, "SELECT 2"),
     ]
+
+
+def test_rows_a_copy_reads_from_the_script_are_data_not_statements() -> None:
+    # A data-file revision's --sql: its rows may hold quotes, semicolons and SQL words.
+    sql = (
+        "BEGIN;\nALTER TABLE messages ADD COLUMN x int;\nCOMMIT;\n"
+        'COPY faqs (slug, answer) FROM STDIN WITH (FORMAT csv, HEADER true);\n"slug","answer"\n'
+        "\"a\",\"it's; UPDATE messages SET x = 1; BEGIN; ALTER TABLE messages\"\n\\.\n"
+        "SELECT 2;\n"
+    )
+    assert [(s.line, s.text) for s in statements(sql)][-2:] == [
+        (4, "COPY faqs (slug, answer) FROM STDIN WITH (FORMAT csv, HEADER true)"),
+        (8, "SELECT 2"),
+    ]
+    assert lock_then_write(sql) == []
+    assert without_copy_rows(sql).count("\n") == sql.count("\n"), "line numbers must stay"
 
 
 def test_the_tables_a_script_names_include_those_in_function_bodies() -> None:
