@@ -152,7 +152,7 @@ def test_rows_a_copy_reads_from_the_script_are_data_not_statements() -> None:
     sql = (
         "BEGIN;\nALTER TABLE messages ADD COLUMN x int;\nCOMMIT;\n"
         'COPY faqs (slug, answer) FROM STDIN WITH (FORMAT csv, HEADER true);\n"slug","answer"\n'
-        "\"a\",\"it's; UPDATE messages SET x = 1; BEGIN; ALTER TABLE messages\"\n\\.\n"
+        '"a","it\'s; UPDATE messages SET x = 1; BEGIN; ALTER TABLE messages"\n\\.\n'
         "SELECT 2;\n"
     )
     assert [(s.line, s.text) for s in statements(sql)][-2:] == [
