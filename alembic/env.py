@@ -307,7 +307,7 @@ def run_lock_safe(connection: Connection, engine: Engine, settings: LockSettings
     pid = connection.connection.dbapi_connection.get_backend_pid()
     with BlockerWatch(engine, pid, engine.url, settings.app_wait_max / 1000) as watch:
         retry = LockRetry(connection, settings, engine.url, watch)
-        configure(ONLINE, retry.plan, connection=connection, **options)
+        configure(ONLINE, retry.plan, connection=connection, watch_paused=watch.paused, **options)
         event.listen(connection, "commit", retry.on_commit)
         try:
             retry.run(run_steps)

@@ -15,6 +15,7 @@ or the environment (``MIGRATION_LOCK_RETRY_FOR=10min``); ``-x`` wins.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import math
@@ -281,6 +282,8 @@ class BlockerWatch:
         self._cancelled_at = 0.0
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        # Held while the watch's own query runs; see paused().
+        self._querying = threading.Lock()
         # pid -> (latest view, times seen) during the current attempt.
         self._seen: dict[int, tuple[Blocker, int]] = {}
         self._waiting_since: float | None = None
@@ -295,6 +298,15 @@ class BlockerWatch:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """No query of the watch runs meanwhile. A data-file revision's COPY lifts psycopg2's
+        wait callback, which is process-wide: a query of this thread in flight at that moment
+        would fail ("wait callback not available") and end the watch for the rest of the run.
+        env.py hands this to revisions as the ``watch_paused`` option."""
+        with self._querying:
+            yield
 
     def forget(self) -> None:
         """Start a new attempt: what blocked the last one no longer counts."""
@@ -319,9 +331,10 @@ class BlockerWatch:
         with connection:
             while not self._stop.wait(WATCH_INTERVAL):
                 try:
-                    rows = connection.execute(WATCH_QUERY, {"pid": self._pid}).all()
-                    if self.app_wait_max is not None:
-                        self._bound_holds(connection)
+                    with self._querying:
+                        rows = connection.execute(WATCH_QUERY, {"pid": self._pid}).all()
+                        if self.app_wait_max is not None:
+                            self._bound_holds(connection)
                 except sa.exc.DBAPIError as error:
                     self._lost("stopped watching for blocking sessions", error)
                     return

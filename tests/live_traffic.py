@@ -23,6 +23,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import psycopg2.extensions
+import psycopg2.extras
 import sqlalchemy as sa
 
 from seed_data.db_errors import first_line
@@ -165,6 +167,11 @@ class Traffic:
             self._operations = [op for op in operations for _ in range(op.weight)]
 
     def __enter__(self) -> Traffic:
+        # An in-process migration (the smoke run's) sets psycopg2's process-wide wait
+        # callback and puts the one before back; an app query in flight when it goes from
+        # set to unset fails ("wait callback not available"). Set all along, it never is.
+        self._callback = psycopg2.extensions.get_wait_callback()
+        psycopg2.extensions.set_wait_callback(self._callback or psycopg2.extras.wait_select)
         for thread in self.threads:
             thread.start()
         return self
@@ -173,6 +180,7 @@ class Traffic:
         self.stop.set()
         for thread in self.threads:
             thread.join()
+        psycopg2.extensions.set_wait_callback(self._callback)
 
     def _run(self, rng: random.Random) -> None:
         next_at = time.monotonic() + rng.uniform(0, self.interval)

@@ -9,12 +9,15 @@ arguments or 65,535 bind parameters.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import runpy
+from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg2.extensions
 import pytest
 import sqlalchemy as sa
 from alembic import command
@@ -24,6 +27,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.dialects.postgresql import JSONB
 
+from seed_data.lock_discipline import BlockerWatch
 from seed_data.refdata.declared import load_declared
 from seed_data.refdata.diff import diff_all
 from seed_data.refdata.lock import file_checksum, read_lock
@@ -151,6 +155,40 @@ def test_5000_rows_go_to_a_locked_data_file_and_round_trip_online_and_through_sq
     assert workspace.refdata("check").code == 0
 
 
+def test_copy_lifts_the_wait_callback_only_while_the_lock_watch_is_paused(
+    workspace: Workspace, head_engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """psycopg2's wait callback is process-wide, and env.py's lock watcher queries from
+    another thread: a query of its in flight when COPY lifts the callback would fail and
+    end the watch. So the watcher is paused around the lift, on env.py's own path."""
+    add_faqs(workspace, faq_rows(INLINE_ROWS + 1))
+    assert workspace.refdata("revision", "-m", "many FAQs").code == 0
+    paused, lifts = [], []
+    pause = BlockerWatch.paused
+
+    @contextlib.contextmanager
+    def recorded(watch: BlockerWatch) -> Iterator[None]:
+        with pause(watch):
+            paused.append(True)
+            yield
+            paused.pop()
+
+    set_callback = psycopg2.extensions.set_wait_callback
+    monkeypatch.setattr(BlockerWatch, "paused", recorded)
+    monkeypatch.setattr(
+        psycopg2.extensions,
+        "set_wait_callback",
+        lambda callback: (lifts.append((callback, bool(paused))), set_callback(callback))[1],
+    )
+
+    command.upgrade(workspace.config(head_engine), "head")  # env.py's path: the watch runs
+
+    # The first and last are env.py's own (Ctrl-C cancels a statement), before the watch.
+    lifted = [was_paused for callback, was_paused in lifts[1:-1] if callback is None]
+    assert lifted == [True], f"COPY must lift the callback once, inside the pause: {lifts}"
+    assert psycopg2.extensions.get_wait_callback() is None, "env.py must put it back"
+
+
 def test_a_change_to_a_large_table_writes_files_proportional_to_it(
     workspace: Workspace, pg_server: PgServer, head_engine: sa.Engine, engine: sa.Engine
 ) -> None:
@@ -170,6 +208,7 @@ def test_a_change_to_a_large_table_writes_files_proportional_to_it(
     assert result.code == 0, result.err
     assert "faqs: 10 to add, 10 to remove, 200 to change" in result.out
     generated = workspace.new_revision_files()[-1]
+    assert_ruff_clean(generated)
     files = {p.name: p.read_text(encoding="utf-8") for p in generated.with_suffix("").iterdir()}
     assert {name: len(text.splitlines()) for name, text in files.items()} == {
         "faqs.added.csv": 11,  # the first line names the columns

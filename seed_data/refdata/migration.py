@@ -118,7 +118,8 @@ def _data(name: str) -> bytes:
 # Whole rows go in with COPY, in CSV: every other way measured at 1.8x COPY's time or more
 # (JSON read server-side) up to 8x (op.bulk_insert). psycopg2 runs COPY only while no wait
 # callback is set, and env.py sets one (so that Ctrl-C cancels a running statement): the
-# helper lifts it for that one statement. In a --sql script the rows follow the COPY
+# helper lifts it for that one statement, while env.py's lock watcher (another thread,
+# whose queries need the callback) is paused. In a --sql script the rows follow the COPY
 # statement, which psql reads.
 ROW_FILE_HELPERS = '''
 def _insert(table: sa.TableClause, name: str) -> None:
@@ -134,12 +135,14 @@ def _insert(table: sa.TableClause, name: str) -> None:
     from psycopg2 import extensions  # here, not above: loading a revision stays cheap
 
     cursor = op.get_bind().connection.driver_connection.cursor()
-    waiting = extensions.get_wait_callback()
-    extensions.set_wait_callback(None)
-    try:
-        cursor.copy_expert(copy, io.BytesIO(data))
-    finally:
-        extensions.set_wait_callback(waiting)
+    # The callback is process-wide: env.py's lock watcher pauses its queries meanwhile.
+    with context.opts.get("watch_paused", contextlib.nullcontext)():
+        waiting = extensions.get_wait_callback()
+        extensions.set_wait_callback(None)
+        try:
+            cursor.copy_expert(copy, io.BytesIO(data))
+        finally:
+            extensions.set_wait_callback(waiting)
 
 
 def _delete(direction: str, table: sa.TableClause, key: str, name: str) -> None:
@@ -179,9 +182,7 @@ def _update(table: sa.TableClause, key: str, name: str, side: str) -> None:
             if column.name != key
         }
         empty = sa.cast(sa.literal("{}", sa.Text), postgresql.JSONB)
-        op.execute(
-            table.update().values(values).where(table.c[key] == rows.c.key, fields != empty)
-        )
+        op.execute(table.update().values(values).where(table.c[key] == rows.c.key, fields != empty))
 '''
 
 
@@ -328,7 +329,7 @@ def _render_with_files(
     uses_update = any(p.diff.changed or p.parked for p in plans)
     uses_rows = any(p.diff.added or p.diff.removed for p in plans)
     imports = [
-        *(["import csv"] if uses_rows else []),
+        *(["import contextlib", "import csv"] if uses_rows else []),
         "import hashlib",
         *(["import io"] if uses_rows else []),
         "from collections.abc import Iterator, Sequence"
