@@ -32,7 +32,7 @@ from seed_data.refdata.declared import load_declared
 from seed_data.refdata.diff import diff_all
 from seed_data.refdata.lock import file_checksum, read_lock
 from seed_data.refdata.migration import INLINE_ROWS, Revision, plan, render
-from seed_data.refdata.state import read_rows
+from seed_data.refdata.state import HEAD_COPY_PREFIX, read_rows
 from seed_data.refdata.tables import RefColumn, RefTable, reference_tables
 from tests.helpers import apply_with_psql, current_revision, run_alembic, snapshot_rows
 from tests.refdata_support import Workspace, assert_ruff_clean
@@ -153,6 +153,33 @@ def test_5000_rows_go_to_a_locked_data_file_and_round_trip_online_and_through_sq
     command.upgrade(workspace.config(engine), previous_revision(workspace))
     assert_sql_script_matches_online(workspace, pg_server, head_engine, engine)
     assert workspace.refdata("check").code == 0
+
+
+def head_copies(pg_server: PgServer) -> list[str]:
+    admin = pg_server.engine()
+    with admin.connect() as conn:
+        query = sa.text("SELECT datname FROM pg_database WHERE starts_with(datname, :prefix)")
+        names = list(conn.execute(query, {"prefix": HEAD_COPY_PREFIX}).scalars())
+    admin.dispose()
+    return names
+
+
+def test_commands_copy_head_from_a_kept_database_that_follows_the_history(
+    workspace: Workspace, pg_server: PgServer
+) -> None:
+    """`check` and `revision` copy head from a database kept on the scratch server instead
+    of replaying the history (which grows); a new revision makes a new one."""
+    assert workspace.refdata("check").code == 0
+    first = head_copies(pg_server)
+    assert len(first) == 1, f"one database at head is kept: {first}"
+    add_faqs(workspace, faq_rows(3))
+    assert workspace.refdata("revision", "-m", "three FAQs").code == 0
+
+    result = workspace.refdata("check")
+
+    assert result.code == 0, f"a copy of the old head lacks the new rows: {result.out}"
+    kept = head_copies(pg_server)
+    assert len(kept) == 1 and kept != first, f"the old head's copy must give way: {kept}"
 
 
 def test_copy_lifts_the_wait_callback_only_while_the_lock_watch_is_paused(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -14,11 +15,12 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy.engine import URL
 
 from seed_data.db import redact
-from seed_data.db_errors import classify, first_line
+from seed_data.db_errors import INVALID_CATALOG, OBJECT_IN_USE, classify, first_line, sqlstate
 from seed_data.models import Base
 from seed_data.refdata.declared import Rows
 from seed_data.refdata.errors import BadInput, database_refusal
@@ -26,6 +28,12 @@ from seed_data.refdata.signals import stop_signals_deferred
 from seed_data.refdata.tables import RefTable
 
 SCRATCH_PREFIX = "refdata_scratch_"
+# A database at head kept on the scratch server, which the next command copies (CREATE
+# DATABASE ... TEMPLATE) instead of replaying the whole history: the cost of `check` and
+# `revision` then stays the same as the history grows. Its name carries a digest of every
+# file of the migrations (revisions, their data files, env.py), so any change to them is
+# a new one, and the older one is dropped.
+HEAD_COPY_PREFIX = "refdata_head_"
 
 
 def read_rows(
@@ -124,12 +132,19 @@ def scratch_database(
     # A scratch database needs no durability: commits need not wait for the WAL flush.
     sa.event.listen(engine, "connect", _no_commit_wait)
     template = f' TEMPLATE "{copy_of.url.database}"' if copy_of is not None else ""
-    attempted = created = False
+    head_copy = (
+        f"{HEAD_COPY_PREFIX}{migrations_digest(config)}"
+        if target == "head" and copy_of is None
+        else None
+    )
+    attempted = created = copied = False
     try:
         try:
             with admin.connect() as conn:
                 attempted = True
-                conn.exec_driver_sql(f'CREATE DATABASE "{name}"{template}')
+                copied = head_copy is not None and _copy_of_head(conn, name, head_copy)
+                if not copied:
+                    conn.exec_driver_sql(f'CREATE DATABASE "{name}"{template}')
                 created = True
         except sa.exc.DBAPIError as error:
             failure = classify(error, server)
@@ -142,10 +157,12 @@ def scratch_database(
                 f"{first_line(error, server)}: the role needs CREATEDB; grant it, or point "
                 "--scratch-url at a server and role that have it"
             ) from None
-        if target is not None:
+        if target is not None and not copied:
             migrate_scratch(
                 engine, config, target, f"cannot migrate a scratch database to {target}"
             )
+            if head_copy is not None:
+                _keep_head_copy(admin, name, head_copy)
         yield engine
     finally:
         with stop_signals_deferred():  # a signal now would leave the database behind
@@ -153,6 +170,51 @@ def scratch_database(
             if attempted:
                 _drop(admin, name, server, report=created)
             admin.dispose()
+
+
+def migrations_digest(config: Config) -> str:
+    """A digest of every file under the migrations' directory (names and bytes)."""
+    root = Path(ScriptDirectory.from_config(config).dir)
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            digest.update(f"{path.relative_to(root).as_posix()}\0".encode())
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()[:32]
+
+
+def _copy_of_head(conn: sa.Connection, name: str, head_copy: str) -> bool:
+    """Make ``name`` a copy of the kept database at head; False when there is none to copy
+    (not made yet, or another session is in it)."""
+    try:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}" TEMPLATE "{head_copy}"')
+    except sa.exc.DBAPIError as error:
+        if sqlstate(error) in (INVALID_CATALOG, OBJECT_IN_USE):
+            return False
+        raise
+    return True
+
+
+def _keep_head_copy(admin: sa.Engine, name: str, head_copy: str) -> None:
+    """Keep a copy of ``name`` (just migrated to head) for the next command, and drop the
+    copies of other states of the migrations."""
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{head_copy}" TEMPLATE "{name}"')
+            older = conn.execute(
+                sa.text(
+                    "SELECT datname FROM pg_database"
+                    " WHERE starts_with(datname, :prefix) AND datname <> :kept"
+                ),
+                {"prefix": HEAD_COPY_PREFIX, "kept": head_copy},
+            ).scalars()
+            for old in list(older):
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{old}"')
+    except sa.exc.DBAPIError:
+        # Only a saving: another command made the copy first, or is copying an older one
+        # (which the next command drops), or the server is short of space. This command's
+        # own work does not depend on it.
+        return
 
 
 def _no_commit_wait(dbapi_connection: Any, _record: Any) -> None:
