@@ -317,7 +317,7 @@ def _merge(args: argparse.Namespace, config: Config, location: Path) -> int:
     message = _message(args.message)
     with one_writer(versions_dir(location)):
         _ready_to_write(location, "the merge")
-        script = load_script(config)
+        script = load_script(config, again=True)
         heads = sorted(script.get_heads())
         if len(heads) < 2:
             print(
@@ -376,7 +376,7 @@ def _revision(args: argparse.Namespace, config: Config, location: Path) -> int:
 
 def _write_revision(args: argparse.Namespace, config: Config, location: Path, message: str) -> int:
     _ready_to_write(location, "the revision")
-    single_head(load_script(config))
+    single_head(load_script(config, again=True))
     declared = load_declared(args.reference_dir)
     tables = reference_tables()
     with scratch_database(_scratch_server(args), config) as engine:

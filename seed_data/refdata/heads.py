@@ -33,8 +33,17 @@ class MultipleHeads(BadInput):
         self.heads = heads
 
 
-def load_script(config: Config) -> ScriptDirectory:
-    """The script directory, every revision file loaded; BadInput naming what is broken."""
+# Where load_script keeps what it loaded, on the config (one command's): loading every
+# revision file is the part of a command that grows with the history.
+LOADED_SCRIPT = "refdata_loaded_script"
+
+
+def load_script(config: Config, *, again: bool = False) -> ScriptDirectory:
+    """The script directory, every revision file loaded (once per config, unless ``again``:
+    a writer that has just taken the lock must see what another wrote before it);
+    BadInput naming what is broken."""
+    if not again and (loaded := config.attributes.get(LOADED_SCRIPT)) is not None:
+        return loaded
     try:
         script = ScriptDirectory.from_config(config)
         script.get_heads()  # loads every revision file, so a broken one fails here
@@ -47,6 +56,7 @@ def load_script(config: Config) -> ScriptDirectory:
             f"cannot load the revision files in {config.get_main_option('script_location')}: "
             f"{type(error).__name__}: {error}"
         ) from None
+    config.attributes[LOADED_SCRIPT] = script
     return script
 
 

@@ -109,8 +109,10 @@ def lock_file(script_location: Path) -> Path:
 
 
 def file_checksum(path: Path) -> str:
-    """A revision file's SHA-256 as the lock records it (and ``migration_history`` too)."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    """A revision file's SHA-256 as the lock records it (and ``migration_history`` too).
+    Read in chunks: a data file can be tens of megabytes, and every deploy checks it."""
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 def revision_files(script_location: Path) -> dict[str, Path]:

@@ -62,7 +62,8 @@ class Candidate:
 def _copy_of_scripts(config: Config, workdir: Path) -> Config:
     """A config for a copy of the script directory under ``workdir`` (never the real one).
     Earlier revisions' data files, which may be large, are linked rather than copied: only
-    the new revision's rows are read, and it writes its own."""
+    the new revision's rows are read, and it writes its own. Compiled revisions
+    (``__pycache__``) come along: the proof loads every revision once per command."""
     location = Path(load_script(config).dir)
     copy = workdir / location.name
     versions = location / "versions"
@@ -70,7 +71,7 @@ def _copy_of_scripts(config: Config, workdir: Path) -> Config:
     shutil.copytree(
         location,
         copy,
-        ignore=lambda _, entries: {e for e in entries if e == "__pycache__" or e in linked},
+        ignore=lambda _, entries: {e for e in entries if e in linked},
     )
     for name in linked:
         (copy / "versions" / name).symlink_to((versions / name).resolve())
