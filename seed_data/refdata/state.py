@@ -15,7 +15,6 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy.engine import URL
 
@@ -24,15 +23,18 @@ from seed_data.db_errors import INVALID_CATALOG, OBJECT_IN_USE, classify, first_
 from seed_data.models import Base
 from seed_data.refdata.declared import Rows
 from seed_data.refdata.errors import BadInput, database_refusal
+from seed_data.refdata.heads import load_script
 from seed_data.refdata.signals import stop_signals_deferred
 from seed_data.refdata.tables import RefTable
 
 SCRATCH_PREFIX = "refdata_scratch_"
 # A database at head kept on the scratch server, which the next command copies (CREATE
-# DATABASE ... TEMPLATE) instead of replaying the whole history: the cost of `check` and
-# `revision` then stays the same as the history grows. Its name carries a digest of every
-# file of the migrations (revisions, their data files, env.py), so any change to them is
-# a new one, and the older one is dropped.
+# DATABASE ... TEMPLATE) instead of replaying the whole history, so that `check` and
+# `revision` cost the same at 300 revisions as at 10. Its name carries a digest of the
+# migrations up to its revision (env.py, then each revision's file and data files, base
+# first): the next command copies the newest one its own history passes through and
+# upgrades only the revisions after it (none, or the one just written). At most two are
+# kept: the newest head, and the state it was copied from.
 HEAD_COPY_PREFIX = "refdata_head_"
 
 
@@ -132,20 +134,17 @@ def scratch_database(
     # A scratch database needs no durability: commits need not wait for the WAL flush.
     sa.event.listen(engine, "connect", _no_commit_wait)
     template = f' TEMPLATE "{copy_of.url.database}"' if copy_of is not None else ""
-    head_copy = (
-        f"{HEAD_COPY_PREFIX}{migrations_digest(config)}"
-        if target == "head" and copy_of is None
-        else None
-    )
-    attempted = created = copied = False
+    states = history_states(config) if target == "head" and copy_of is None else []
+    attempted = created = at_head = False
     try:
         try:
             with admin.connect() as conn:
                 attempted = True
-                copied = head_copy is not None and _copy_of_head(conn, name, head_copy)
-                if not copied:
+                copied = _copy_of_kept(conn, name, states) if states else None
+                if copied is None:
                     conn.exec_driver_sql(f'CREATE DATABASE "{name}"{template}')
                 created = True
+                at_head = copied is not None and copied == states[-1]
         except sa.exc.DBAPIError as error:
             failure = classify(error, server)
             if failure is None or failure.cause != "permission":
@@ -157,12 +156,12 @@ def scratch_database(
                 f"{first_line(error, server)}: the role needs CREATEDB; grant it, or point "
                 "--scratch-url at a server and role that have it"
             ) from None
-        if target is not None and not copied:
+        if target is not None and not at_head:
             migrate_scratch(
                 engine, config, target, f"cannot migrate a scratch database to {target}"
             )
-            if head_copy is not None:
-                _keep_head_copy(admin, name, head_copy)
+            if states:
+                _keep(admin, name, states[-1], copied)
         yield engine
     finally:
         with stop_signals_deferred():  # a signal now would leave the database behind
@@ -172,47 +171,69 @@ def scratch_database(
             admin.dispose()
 
 
-def migrations_digest(config: Config) -> str:
-    """A digest of every file under the migrations' directory (names and bytes)."""
-    root = Path(ScriptDirectory.from_config(config).dir)
+def history_states(config: Config) -> list[str]:
+    """The digest of the migrations up to each revision, base first (the last is head's)."""
+    script = load_script(config)
     digest = hashlib.sha256()
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and "__pycache__" not in path.parts:
-            digest.update(f"{path.relative_to(root).as_posix()}\0".encode())
-            digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()[:32]
+    for path in sorted(Path(script.dir).glob("*.py")):  # env.py
+        digest.update(path.read_bytes())
+    states = []
+    for revision in reversed(list(script.walk_revisions())):
+        source = Path(revision.path)
+        data = source.with_suffix("")
+        files = [
+            source,
+            *(sorted(p for p in data.rglob("*") if p.is_file()) if data.is_dir() else []),
+        ]
+        for path in files:
+            digest.update(f"{path.name}\0".encode())
+            with path.open("rb") as file:
+                digest.update(hashlib.file_digest(file, "sha256").digest())
+        states.append(digest.hexdigest()[:32])
+    return states
 
 
-def _copy_of_head(conn: sa.Connection, name: str, head_copy: str) -> bool:
-    """Make ``name`` a copy of the kept database at head; False when there is none to copy
-    (not made yet, or another session is in it)."""
-    try:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}" TEMPLATE "{head_copy}"')
-    except sa.exc.DBAPIError as error:
-        if sqlstate(error) in (INVALID_CATALOG, OBJECT_IN_USE):
-            return False
-        raise
-    return True
+def _copy_of_kept(conn: sa.Connection, name: str, states: list[str]) -> str | None:
+    """Make ``name`` a copy of the kept database nearest head along this history, and say
+    which state it is; None, and nothing made, when none is kept (or it is in use)."""
+    kept = set(
+        conn.execute(
+            sa.text("SELECT datname FROM pg_database WHERE starts_with(datname, :prefix)"),
+            {"prefix": HEAD_COPY_PREFIX},
+        ).scalars()
+    )
+    for state in reversed(states):
+        if f"{HEAD_COPY_PREFIX}{state}" in kept:
+            try:
+                conn.exec_driver_sql(
+                    f'CREATE DATABASE "{name}" TEMPLATE "{HEAD_COPY_PREFIX}{state}"'
+                )
+            except sa.exc.DBAPIError as error:
+                if sqlstate(error) in (INVALID_CATALOG, OBJECT_IN_USE):
+                    return None  # dropped or being copied by another command meanwhile
+                raise
+            return state
+    return None
 
 
-def _keep_head_copy(admin: sa.Engine, name: str, head_copy: str) -> None:
-    """Keep a copy of ``name`` (just migrated to head) for the next command, and drop the
-    copies of other states of the migrations."""
+def _keep(admin: sa.Engine, name: str, state: str, copied: str | None) -> None:
+    """Keep a copy of ``name`` (just migrated to head) for ``state``, and drop every other
+    kept copy but the one it was copied from: that one is where the history was before
+    this head (a test, or a developer trying a revision, goes back to it), and anything
+    else is a state this history left."""
+    kept = {f"{HEAD_COPY_PREFIX}{s}" for s in (state, copied) if s is not None}
     try:
         with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{head_copy}" TEMPLATE "{name}"')
-            older = conn.execute(
-                sa.text(
-                    "SELECT datname FROM pg_database"
-                    " WHERE starts_with(datname, :prefix) AND datname <> :kept"
-                ),
-                {"prefix": HEAD_COPY_PREFIX, "kept": head_copy},
+            conn.exec_driver_sql(f'CREATE DATABASE "{HEAD_COPY_PREFIX}{state}" TEMPLATE "{name}"')
+            others = conn.execute(
+                sa.text("SELECT datname FROM pg_database WHERE starts_with(datname, :prefix)"),
+                {"prefix": HEAD_COPY_PREFIX},
             ).scalars()
-            for old in list(older):
-                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{old}"')
+            for other in sorted(set(others) - kept):
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{other}"')
     except sa.exc.DBAPIError:
-        # Only a saving: another command made the copy first, or is copying an older one
-        # (which the next command drops), or the server is short of space. This command's
+        # Only a saving: another command kept it first, or is copying one meant to go
+        # (which a later command drops), or the server is short of space. This command's
         # own work does not depend on it.
         return
 
