@@ -339,3 +339,23 @@ def test_revisions_two_heads_share_are_no_conflict_between_them() -> None:
         [("a", "a_b"), ("b", "a_b")],
         [("a", "x_c"), ("b", "x_c"), ("c", "x_c")],
     ]
+
+
+def test_two_merges_at_once_write_one_merge_revision(workspace: Workspace) -> None:
+    """The second merge waits for the first's writer lock, then reads the revision files
+    again: it finds one head and writes nothing, instead of merging the old heads twice."""
+    make_heads(
+        workspace,
+        ("tracker cut", rate("tracker_mortgage", "4.49"), rate("tracker_mortgage", "4.74")),
+        ("loan cut", rate("personal_loan", "5.90"), rate("personal_loan", "6.40")),
+    )
+    workspace.edit("products", "interest_rate: 4.74", "interest_rate: 4.49")
+    workspace.edit("products", "interest_rate: 6.40", "interest_rate: 5.90")
+    first = workspace.process("merge", "-m", "first")
+    second = workspace.process("merge", "-m", "second")
+    results = [process.communicate(timeout=120) for process in (first, second)]
+
+    assert [first.returncode, second.returncode] == [0, 0], results
+    outputs = "".join(out for out, _ in results)
+    assert outputs.count("wrote ") == 1 and outputs.count("nothing to merge") == 1, outputs
+    assert len(ScriptDirectory.from_config(workspace.config()).get_heads()) == 1
