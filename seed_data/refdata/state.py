@@ -196,12 +196,7 @@ def history_states(config: Config) -> list[str]:
 def _copy_of_kept(conn: sa.Connection, name: str, states: list[str]) -> str | None:
     """Make ``name`` a copy of the kept database nearest head along this history, and say
     which state it is; None, and nothing made, when none is kept (or it is in use)."""
-    kept = set(
-        conn.execute(
-            sa.text("SELECT datname FROM pg_database WHERE starts_with(datname, :prefix)"),
-            {"prefix": HEAD_COPY_PREFIX},
-        ).scalars()
-    )
+    kept = _kept_copies(conn)
     for state in reversed(states):
         if f"{HEAD_COPY_PREFIX}{state}" in kept:
             try:
@@ -216,6 +211,11 @@ def _copy_of_kept(conn: sa.Connection, name: str, states: list[str]) -> str | No
     return None
 
 
+def _kept_copies(conn: sa.Connection) -> set[str]:
+    query = sa.text("SELECT datname FROM pg_database WHERE starts_with(datname, :prefix)")
+    return set(conn.execute(query, {"prefix": HEAD_COPY_PREFIX}).scalars())
+
+
 def _keep(admin: sa.Engine, name: str, state: str, copied: str | None) -> None:
     """Keep a copy of ``name`` (just migrated to head) for ``state``, and drop every other
     kept copy but the one it was copied from: that one is where the history was before
@@ -225,11 +225,7 @@ def _keep(admin: sa.Engine, name: str, state: str, copied: str | None) -> None:
     try:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'CREATE DATABASE "{HEAD_COPY_PREFIX}{state}" TEMPLATE "{name}"')
-            others = conn.execute(
-                sa.text("SELECT datname FROM pg_database WHERE starts_with(datname, :prefix)"),
-                {"prefix": HEAD_COPY_PREFIX},
-            ).scalars()
-            for other in sorted(set(others) - kept):
+            for other in sorted(_kept_copies(conn) - kept):
                 conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{other}"')
     except sa.exc.DBAPIError:
         # Only a saving: another command kept it first, or is copying one meant to go
