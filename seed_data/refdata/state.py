@@ -24,6 +24,7 @@ from seed_data.models import Base
 from seed_data.refdata.declared import Rows
 from seed_data.refdata.errors import BadInput, database_refusal
 from seed_data.refdata.heads import load_script
+from seed_data.refdata.lock import file_checksum
 from seed_data.refdata.signals import stop_signals_deferred
 from seed_data.refdata.tables import RefTable
 
@@ -186,9 +187,7 @@ def history_states(config: Config) -> list[str]:
             *(sorted(p for p in data.rglob("*") if p.is_file()) if data.is_dir() else []),
         ]
         for path in files:
-            digest.update(f"{path.name}\0".encode())
-            with path.open("rb") as file:
-                digest.update(hashlib.file_digest(file, "sha256").digest())
+            digest.update(f"{path.name}\0{file_checksum(path)}\0".encode())
         states.append(digest.hexdigest()[:32])
     return states
 
