@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +23,13 @@ from tests.demo_support import Loader
 from tests.helpers import ALEMBIC_INI, config_for
 from tests.refdata_support import UNREACHABLE, Workspace
 from tests.servers import PG15_BIN, PgServer, embedded_server, external_server, system_server
+
+# Python writes bytecode unless told not to, and some images tell it not to
+# (PYTHONDONTWRITEBYTECODE=1). Then every alembic command in the tests compiles every
+# revision file again, the largest part of what each new revision adds to the suite's
+# time. The tests (and the commands they start, which inherit the environment) write it.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
 
 DEFAULT_SERVER = "external" if configured_url() else "pg18-embedded"
 SERVERS = [DEFAULT_SERVER, "pg15-system"]
