@@ -319,11 +319,12 @@ def test_removing_a_row_in_use_is_named_early_and_the_upgrade_says_upgrade(
         assert snapshot_rows(conn) == before, "the failed upgrade must change nothing"
 
 
-def scratch_databases(pg_server: PgServer) -> list[str]:
+def scratch_databases(pg_server: PgServer, prefix: str = SCRATCH_PREFIX) -> list[str]:
+    """The databases on the server whose names start with ``prefix``."""
     admin = pg_server.engine()
     with admin.connect() as conn:
         query = sa.text("SELECT datname FROM pg_database WHERE starts_with(datname, :prefix)")
-        names = list(conn.execute(query, {"prefix": SCRATCH_PREFIX}).scalars())
+        names = list(conn.execute(query, {"prefix": prefix}).scalars())
     admin.dispose()
     return names
 
@@ -429,14 +430,20 @@ def test_revision_without_ruff_installed_writes_a_formatted_file(
     assert_ruff_clean(generated)
 
 
+def two_at_once(workspace: Workspace, command: str) -> str:
+    """Two ``refdata.py COMMAND -m ...`` started together; both must exit 0. Their stdout."""
+    first = workspace.process(command, "-m", "first")
+    second = workspace.process(command, "-m", "second")
+    results = [process.communicate(timeout=120) for process in (first, second)]
+    assert [first.returncode, second.returncode] == [0, 0], results
+    return "".join(out for out, _ in results)
+
+
 def test_two_revision_runs_at_once_write_one_revision(workspace: Workspace) -> None:
     workspace.edit("products", "interest_rate: 4.74", "interest_rate: 4.49")
-    first = workspace.process("revision", "-m", "first")
-    second = workspace.process("revision", "-m", "second")
-    results = [process.communicate(timeout=120) for process in (first, second)]
 
-    assert [first.returncode, second.returncode] == [0, 0], results
-    outputs = "".join(out for out, _ in results)
+    outputs = two_at_once(workspace, "revision")
+
     assert outputs.count("wrote ") == 1 and outputs.count("nothing to change") == 1, outputs
     assert len(workspace.new_revision_files()) == 1
     assert workspace.refdata("check").code == 0

@@ -14,19 +14,25 @@ from tests.refdata_support import Workspace
 from tests.test_refdata_failures import one_line
 
 
+def three_heads() -> HeadsReport:
+    """Heads a and b built on x, which forked from base; c forked from base too."""
+    lineages = {"a": {"base", "x", "a"}, "b": {"base", "x", "b"}, "c": {"base", "c"}}
+    return HeadsReport("base", ["a", "b", "c"], lineages)
+
+
+def changed(head: str, key: str, *by: str) -> HeadChange:
+    """What ``head`` did to a product's rate, the field touched by the revisions ``by``."""
+    change = RowChange("products", key, {"interest_rate": 1}, {"interest_rate": 2})
+    touched = {"interest_rate": frozenset(by)}
+    return HeadChange(head, None, change, touched)  # type: ignore[arg-type]
+
+
 def test_a_row_changed_in_a_revision_two_heads_share_is_no_conflict_between_them() -> None:
     """x forks from the common ancestor; heads a and b build on x, c on the ancestor. The
     tracker's rate is set by x (which a and b both have) and again by b: whichever head a
     database applies first, it ends with b's rate, so nothing conflicts. (Replaying three
     real heads costs seconds per server; the replay itself is tested with two.)"""
-    lineages = {"a": {"base", "x", "a"}, "b": {"base", "x", "b"}, "c": {"base", "c"}}
-    report = HeadsReport("base", ["a", "b", "c"], lineages)
-
-    def changed(head: str, key: str, *by: str) -> HeadChange:
-        change = RowChange("products", key, {"interest_rate": 1}, {"interest_rate": 2})
-        touched = {"interest_rate": frozenset(by)}
-        return HeadChange(head, None, change, touched)  # type: ignore[arg-type]
-
+    report = three_heads()
     tracker = ("products", "tracker_mortgage")
     loan = ("products", "personal_loan")
     card = ("products", "rewards_credit_card")

@@ -14,8 +14,6 @@ from alembic.script import ScriptDirectory
 
 from seed_data.db import redact
 from seed_data.migration_history import HISTORY_REVISION
-from seed_data.refdata.branches import HeadChange, HeadsReport
-from seed_data.refdata.replay import RowChange
 from seed_data.refdata.state import read_rows
 from seed_data.refdata.tables import reference_tables
 from tests.helpers import config_for, revision_steps, snapshot_rows
@@ -23,7 +21,8 @@ from tests.refdata_support import Workspace, aim_database_url, assert_ruff_clean
 from tests.servers import PgServer
 from tests.test_project_rules import ALLOWED_IMPORT_ROOTS, imported_roots
 from tests.test_refdata import EDITS
-from tests.test_refdata_failures import one_line
+from tests.test_refdata_failures import one_line, two_at_once
+from tests.test_refdata_guards import changed, three_heads
 
 STEPS = revision_steps()
 REVISION = {step.file_stem.split("_", 5)[-1]: step for step in STEPS}
@@ -316,14 +315,7 @@ def test_disjoint_heads_give_the_same_rows_in_either_order_and_merge(
 def test_revisions_two_heads_share_are_no_conflict_between_them() -> None:
     """Three heads: A and B forked from X, which forked from C's parent. A row only X
     touched is no conflict between A and B, but is one with C if C touched it too."""
-    lineages = {"a": {"base", "x", "a"}, "b": {"base", "x", "b"}, "c": {"base", "c"}}
-    report = HeadsReport("base", ["a", "b", "c"], lineages)
-
-    def changed(head: str, key: str, *by: str) -> HeadChange:
-        change = RowChange("products", key, {"interest_rate": 1}, {"interest_rate": 2})
-        touched = {"interest_rate": frozenset(by)}
-        return HeadChange(head, None, change, touched)  # type: ignore[arg-type]
-
+    report = three_heads()
     report.changes = {
         "a": {
             ("products", k): changed("a", k, *by)
@@ -351,11 +343,8 @@ def test_two_merges_at_once_write_one_merge_revision(workspace: Workspace) -> No
     )
     workspace.edit("products", "interest_rate: 4.74", "interest_rate: 4.49")
     workspace.edit("products", "interest_rate: 6.40", "interest_rate: 5.90")
-    first = workspace.process("merge", "-m", "first")
-    second = workspace.process("merge", "-m", "second")
-    results = [process.communicate(timeout=120) for process in (first, second)]
 
-    assert [first.returncode, second.returncode] == [0, 0], results
-    outputs = "".join(out for out, _ in results)
+    outputs = two_at_once(workspace, "merge")
+
     assert outputs.count("wrote ") == 1 and outputs.count("nothing to merge") == 1, outputs
     assert len(ScriptDirectory.from_config(workspace.config()).get_heads()) == 1

@@ -39,6 +39,7 @@ from tests.refdata_support import Workspace, assert_ruff_clean
 from tests.servers import PgServer
 from tests.test_project_rules import ALLOWED_IMPORT_ROOTS, imported_roots
 from tests.test_refdata import apply_generated_revision
+from tests.test_refdata_failures import scratch_databases
 
 
 def faq_rows(count: int, start: int = 0, answer: str = "Answer {n}.") -> str:
@@ -155,15 +156,6 @@ def test_5000_rows_go_to_a_locked_data_file_and_round_trip_online_and_through_sq
     assert workspace.refdata("check").code == 0
 
 
-def head_copies(pg_server: PgServer) -> list[str]:
-    admin = pg_server.engine()
-    with admin.connect() as conn:
-        query = sa.text("SELECT datname FROM pg_database WHERE starts_with(datname, :prefix)")
-        names = list(conn.execute(query, {"prefix": HEAD_COPY_PREFIX}).scalars())
-    admin.dispose()
-    return names
-
-
 def test_commands_copy_head_from_a_kept_database_that_follows_the_history(
     workspace: Workspace, pg_server: PgServer
 ) -> None:
@@ -171,7 +163,9 @@ def test_commands_copy_head_from_a_kept_database_that_follows_the_history(
     of replaying the history (which grows); a new revision makes a new one, and at most
     two are kept."""
     assert workspace.refdata("check").code == 0
-    first = set(head_copies(pg_server))  # this history's head, and what other tests left
+    first = set(
+        scratch_databases(pg_server, HEAD_COPY_PREFIX)
+    )  # this history's head, and what other tests left
     assert first, "head's copy is kept"
     add_faqs(workspace, faq_rows(3))
     assert workspace.refdata("revision", "-m", "three FAQs").code == 0
@@ -179,13 +173,13 @@ def test_commands_copy_head_from_a_kept_database_that_follows_the_history(
     result = workspace.refdata("check")
 
     assert result.code == 0, f"a copy of the old head lacks the new rows: {result.out}"
-    kept = set(head_copies(pg_server))
+    kept = set(scratch_databases(pg_server, HEAD_COPY_PREFIX))
     [new] = kept - first
     assert len(kept) == 2, f"the new head's copy, beside the one it came from: {kept}"
     add_faqs(workspace, faq_rows(2, start=3))
     assert workspace.refdata("revision", "-m", "two more FAQs").code == 0
     assert workspace.refdata("check").code == 0
-    later = set(head_copies(pg_server))
+    later = set(scratch_databases(pg_server, HEAD_COPY_PREFIX))
     assert len(later) == 2 and new in later and not later & first, f"left behind: {later}"
 
 
