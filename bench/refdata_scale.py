@@ -201,8 +201,9 @@ def median_of(runs: int, run: Callable[[], float]) -> float:
 class Project:
     """A project copy with its own target database, and its commands measured."""
 
-    def __init__(self, root: Path, server: PgServer) -> None:
-        self.copy = ProjectCopy(root, server.admin_url.render_as_string(hide_password=False))
+    def __init__(self, root: Path, server: PgServer, source: Path = REPO_ROOT) -> None:
+        scratch = server.admin_url.render_as_string(hide_password=False)
+        self.copy = ProjectCopy(root, scratch, source)
         self.server = server
         self.target = server.create_database()
         self.engine = server.engine(self.target.database)
@@ -278,10 +279,10 @@ def table_size(server: PgServer, workdir: Path, count: int, runs: int, console: 
         "sort codes table", CREATE, DROP, imports="from sqlalchemy.dialects import postgresql"
     )
     project.alembic("upgrade", "head")
-    before = {
-        name: median_measured([project.alembic(*args) for _ in range(runs)])
-        for name, args in ALEMBIC_COMMANDS.items()
-    }
+    # The project as it is now, kept: the commands before the big revision are measured
+    # there, in turns with the same commands after it (a noisy machine slows both alike).
+    before = Project(workdir / f"copy-{count}-before", server, source=copy.root)
+    before.alembic("upgrade", "head")
     schema_revision = project.head_revision()
 
     rows = sort_code_rows(count)
@@ -308,11 +309,9 @@ def table_size(server: PgServer, workdir: Path, count: int, runs: int, console: 
         f"  upgrade step {figures.upgrade_step:.3f} s, psql \\copy {figures.psql_copy:.3f} s"
     )
     project.alembic("upgrade", "head")
-    after = {
-        name: median_measured([project.alembic(*args) for _ in range(runs)])
-        for name, args in ALEMBIC_COMMANDS.items()
+    figures.commands = {
+        name: in_turns(before, project, args, runs) for name, args in ALEMBIC_COMMANDS.items()
     }
-    figures.commands = {name: (before[name], after[name]) for name in ALEMBIC_COMMANDS}
     figures.check = median_of(runs, lambda: project.refdata("check").seconds)
     key = codes(count)[count // 2]
     figures.log = median_of(runs, lambda: project.refdata("log", "sort_codes", key).seconds)
@@ -334,7 +333,21 @@ def table_size(server: PgServer, workdir: Path, count: int, runs: int, console: 
         f"{figures.change_revision:.2f} s ({figures.change_bytes:,} bytes)"
     )
     project.engine.dispose()
+    before.engine.dispose()
     return figures
+
+
+def in_turns(
+    before: Project, after: Project, args: list[str], runs: int
+) -> tuple[Measured, Measured]:
+    """One alembic command in each project, taking turns (who goes first alternates)."""
+    firsts, seconds = [], []
+    for run in range(runs * 2):
+        pair = (before, after) if run % 2 == 0 else (after, before)
+        done = {id(project): project.alembic(*args) for project in pair}
+        firsts.append(done[id(before)])
+        seconds.append(done[id(after)])
+    return median_measured(firsts), median_measured(seconds)
 
 
 TYPES = [

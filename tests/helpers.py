@@ -192,11 +192,6 @@ def schema_fingerprint(conn: sa.Connection, *, kept: bool = True) -> dict[str, l
     }
 
 
-def kept_tables(conn: sa.Connection) -> dict[str, list[str]]:
-    """The rows of the tables downgrades keep (absent ones left out)."""
-    return {t: rows for t, rows in snapshot_rows(conn).items() if t in KEPT_TABLES}
-
-
 def current_revision(conn: sa.Connection) -> str | None:
     exists = conn.scalar(sa.text("SELECT to_regclass('public.alembic_version') IS NOT NULL"))
     if not exists:

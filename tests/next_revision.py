@@ -30,8 +30,11 @@ from seed_data.db import REPO_ROOT
 from tests.helpers import ALEMBIC_BIN
 
 PYTEST_BIN = Path(sys.executable).with_name("pytest")
+# Compiled files (__pycache__) come along: they stay valid for the copied sources (copies
+# keep their modification times), and compiling every revision file again in every copy
+# would be a cost that grows with the history.
 NOT_COPIED = shutil.ignore_patterns(
-    ".git", ".venv", ".pgdata", "__pycache__", ".pytest_cache", ".ruff_cache", "*.egg-info", "build"
+    ".git", ".venv", ".pgdata", ".pytest_cache", ".ruff_cache", "*.egg-info", "build"
 )
 # The declared value the data revisions change: one no test takes as its input (the
 # toolkit's tests edit today's declared files, e.g. the tracker rate; see the README).

@@ -45,14 +45,16 @@ def downgrade() -> None:
 
 
 class ProjectCopy:
-    """The project's code, migrations and declared files, copied; commands run in it."""
+    """The project's code, migrations and declared files, copied (from ``source``: the
+    repository, or another copy); commands run in it."""
 
-    def __init__(self, root: Path, scratch: str) -> None:
+    def __init__(self, root: Path, scratch: str, source: Path = REPO_ROOT) -> None:
         self.root, self.scratch = root, scratch
-        ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+        # With __pycache__: still valid for the copies, which keep modification times.
+        ignore = shutil.ignore_patterns("*.egg-info")
         for name in ("seed_data", "scripts", "alembic"):
-            shutil.copytree(REPO_ROOT / name, root / name, ignore=ignore)
-        shutil.copy(REPO_ROOT / "alembic.ini", root / "alembic.ini")
+            shutil.copytree(source / name, root / name, ignore=ignore)
+        shutil.copy(source / "alembic.ini", root / "alembic.ini")
 
     def env(self, url: sa.URL | None = None) -> dict[str, str]:
         """The environment a command in the copy runs with (``url``: its DATABASE_URL)."""

@@ -48,8 +48,9 @@ class Workspace:
         cls, root: Path, capsys: pytest.CaptureFixture[str], scratch: URL | str
     ) -> Workspace:
         shutil.copy(REPO_ROOT / "alembic.ini", root / "alembic.ini")
-        ignore = shutil.ignore_patterns("__pycache__")
-        shutil.copytree(REPO_ROOT / "alembic", root / "alembic", ignore=ignore)
+        # With __pycache__: compiled revisions stay valid for the copies (they keep their
+        # modification times), and compiling the whole history again would cost every test.
+        shutil.copytree(REPO_ROOT / "alembic", root / "alembic")
         shutil.copytree(REFERENCE_DIR, root / "reference")
         if isinstance(scratch, URL):
             scratch = scratch.render_as_string(hide_password=False)

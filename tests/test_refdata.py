@@ -18,6 +18,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
+from seed_data import alembic_runs
 from seed_data.db import REPO_ROOT
 from seed_data.refdata.declared import load_declared
 from seed_data.refdata.lock import check_lock, file_checksum, read_lock
@@ -125,7 +126,8 @@ def apply_generated_revision(workspace: Workspace, engine: sa.Engine) -> tuple[P
     Rows are compared without migration_history, which each step appends to: it must end
     with one row per step, each with the generated file's checksum.
     """
-    head = ScriptDirectory.from_config(workspace.config()).get_revision("head")
+    script = ScriptDirectory.from_config(workspace.config())
+    head = script.get_revision("head")
     assert head is not None and head.path is not None
     generated = Path(head.path)
     assert generated in workspace.new_revision_files(), "head must be the generated revision"
@@ -133,15 +135,15 @@ def apply_generated_revision(workspace: Workspace, engine: sa.Engine) -> tuple[P
     config = workspace.config(engine)
     with engine.connect() as conn:
         before, history_before = snapshot_rows(conn, history=False), len(history_steps(conn))
-    command.upgrade(config, "head")
+    alembic_runs.upgrade(config, "head", script=script)
     with engine.connect() as conn:
         upgraded = snapshot_rows(conn, history=False)
         rows = read_rows(conn, reference_tables())
     assert rows == load_declared(workspace.reference), "head must now equal the declared files"
-    command.downgrade(config, "-1")
+    alembic_runs.downgrade(config, "-1", script=script)
     with engine.connect() as conn:
         assert snapshot_rows(conn, history=False) == before, "downgrade must restore every row"
-    command.upgrade(config, "head")
+    alembic_runs.upgrade(config, "head", script=script)
     with engine.connect() as conn:
         assert snapshot_rows(conn, history=False) == upgraded, (
             "upgrading again must give the same rows"

@@ -6,14 +6,17 @@ conflict or merge cleanly. Revisions and heads are made in a copy of the migrati
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from alembic import command
+from alembic.config import Config
 from alembic.script import ScriptDirectory
 
 from seed_data.db import redact
 from seed_data.migration_history import HISTORY_REVISION
+from seed_data.refdata import state
 from seed_data.refdata.state import read_rows
 from seed_data.refdata.tables import reference_tables
 from tests.helpers import config_for, revision_steps, snapshot_rows
@@ -198,6 +201,33 @@ def make_heads(workspace: Workspace, *changes: tuple[str, str, str]) -> list[str
     assert parent is not None
     paths = [workspace.add_revision(*change, on=parent) for change in changes]
     return [path.name.split("_")[4] for path in paths]
+
+
+def test_two_heads_are_replayed_from_a_kept_copy_of_their_common_ancestor(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The analysis of two heads starts at their common ancestor: a copy kept on the
+    scratch server serves it, as it serves head, so its cost does not grow with the history."""
+    assert workspace.refdata("check").code == 0  # head, which becomes the ancestor, is kept
+    ancestor = ScriptDirectory.from_config(workspace.config()).get_current_head()
+    make_heads(
+        workspace,
+        ("tracker cut", rate("tracker_mortgage", "4.49"), rate("tracker_mortgage", "4.74")),
+        ("loan cut", rate("personal_loan", "5.90"), rate("personal_loan", "6.40")),
+    )
+    migrated_to = []
+    migrate = state.migrate_scratch
+
+    def recorded(engine: sa.Engine, config: Config, target: str, *args: Any, **kwargs: Any) -> None:
+        migrated_to.append(target)
+        migrate(engine, config, target, *args, **kwargs)
+
+    monkeypatch.setattr(state, "migrate_scratch", recorded)
+
+    result = workspace.refdata("check")
+
+    assert f"since their common ancestor {ancestor}" in result.out, result.out + result.err
+    assert ancestor not in migrated_to, "the history was replayed to reach the common ancestor"
 
 
 def test_conflicting_heads_are_reported_row_by_row_and_never_merged(

@@ -161,7 +161,7 @@ def test_commands_copy_head_from_a_kept_database_that_follows_the_history(
 ) -> None:
     """`check` and `revision` copy head from a database kept on the scratch server instead
     of replaying the history (which grows); a new revision makes a new one, and at most
-    two are kept."""
+    three are kept: the new head, the one it came from and the oldest on its history."""
     assert workspace.refdata("check").code == 0
     first = set(
         scratch_databases(pg_server, HEAD_COPY_PREFIX)
@@ -176,11 +176,17 @@ def test_commands_copy_head_from_a_kept_database_that_follows_the_history(
     kept = set(scratch_databases(pg_server, HEAD_COPY_PREFIX))
     [new] = kept - first
     assert len(kept) == 2, f"the new head's copy, beside the one it came from: {kept}"
+    [origin] = kept - {new}
     add_faqs(workspace, faq_rows(2, start=3))
     assert workspace.refdata("revision", "-m", "two more FAQs").code == 0
     assert workspace.refdata("check").code == 0
     later = set(scratch_databases(pg_server, HEAD_COPY_PREFIX))
-    assert len(later) == 2 and new in later and not later & first, f"left behind: {later}"
+    [newer] = later - kept
+    assert later == {newer, new, origin}, f"kept beside the newest head: {later - {newer}}"
+    add_faqs(workspace, faq_rows(1, start=5))
+    assert workspace.refdata("revision", "-m", "one more FAQ").code == 0
+    latest = set(scratch_databases(pg_server, HEAD_COPY_PREFIX))
+    assert len(latest) == 3 and {newer, origin} < latest, f"left behind: {latest}"
 
 
 def test_copy_lifts_the_wait_callback_only_while_the_lock_watch_is_paused(

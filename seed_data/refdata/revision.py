@@ -24,8 +24,10 @@ import psycopg2
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from alembic.util import CommandError, rev_id
 
+from seed_data import alembic_runs
 from seed_data.db_errors import classify, driver_error, first_line
 from seed_data.refdata.declared import Declared, Rows
 from seed_data.refdata.diff import key_text
@@ -63,7 +65,7 @@ def _copy_of_scripts(config: Config, workdir: Path) -> Config:
     """A config for a copy of the script directory under ``workdir`` (never the real one).
     Earlier revisions' data files, which may be large, are linked rather than copied: only
     the new revision's rows are read, and it writes its own. Compiled revisions
-    (``__pycache__``) come along: the proof loads every revision once per command."""
+    (``__pycache__``) come along: the proof loads every revision file."""
     location = Path(load_script(config).dir)
     copy = workdir / location.name
     versions = location / "versions"
@@ -127,6 +129,9 @@ def prove(
     head, new = candidate.revision.down_revision, candidate.revision.revision
     location = candidate.path.parent.parent
     online = alembic_config(config, connection=engine, script_location=location)
+    # Loaded once, now that the candidate's file holds its real text, for all six runs:
+    # loading every revision file is the part of a run that grows with the history.
+    script = load_script(online)
     tables = reference_tables()
 
     def state() -> tuple[set[str], dict[str, Rows]]:
@@ -159,13 +164,19 @@ def prove(
     prints["head"] = head_print
 
     def offline(direction: str, span: str) -> None:
-        _execute(engine, _offline_sql(config, location, direction, span))
+        _execute(engine, _offline_sql(config, script, direction, span))
+
+    def upgrade() -> None:
+        alembic_runs.upgrade(online, new, script=script)
+
+    def downgrade() -> None:
+        alembic_runs.downgrade(online, head, script=script)
 
     steps: list[tuple[str, Callable[[], object], str]] = [
-        ("upgrade", lambda: command.upgrade(online, new), "declared"),
-        ("downgrade", lambda: command.downgrade(online, head), "head"),
-        ("upgrade again", lambda: command.upgrade(online, new), "declared"),
-        ("downgrade again", lambda: command.downgrade(online, head), "head"),
+        ("upgrade", upgrade, "declared"),
+        ("downgrade", downgrade, "head"),
+        ("upgrade again", upgrade, "declared"),
+        ("downgrade again", downgrade, "head"),
         ("upgrade --sql", lambda: offline("upgrade", f"{head}:{new}"), "declared"),
         ("downgrade --sql", lambda: offline("downgrade", f"{new}:{head}"), "head"),
     ]
@@ -195,10 +206,10 @@ def _first_difference(
     return "no row differs"
 
 
-def _offline_sql(config: Config, location: Path, direction: str, span: str) -> str:
+def _offline_sql(config: Config, script: ScriptDirectory, direction: str, span: str) -> str:
     buffer = io.StringIO()
-    offline = alembic_config(config, script_location=location, output_buffer=buffer)
-    getattr(command, direction)(offline, span, sql=True)
+    offline = alembic_config(config, script_location=Path(script.dir), output_buffer=buffer)
+    getattr(alembic_runs, direction)(offline, span, sql=True, script=script)
     return buffer.getvalue()
 
 

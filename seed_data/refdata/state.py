@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import sqlalchemy as sa
-from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.util import CommandError
 from sqlalchemy.engine import URL
 
+from seed_data import alembic_runs
 from seed_data.db import redact
 from seed_data.db_errors import INVALID_CATALOG, OBJECT_IN_USE, classify, first_line, sqlstate
 from seed_data.models import Base
@@ -34,8 +34,9 @@ SCRATCH_PREFIX = "refdata_scratch_"
 # `revision` cost the same at 300 revisions as at 10. Its name carries a digest of the
 # migrations up to its revision (env.py, then each revision's file and data files, base
 # first): the next command copies the newest one its own history passes through and
-# upgrades only the revisions after it (none, or the one just written). At most two are
-# kept: the newest head, and the state it was copied from.
+# upgrades only the revisions after it (none, or the one just written); the analysis of
+# two heads copies the one at their common ancestor. At most three are kept: the newest
+# head, the state it was copied from, and the oldest kept state on its history.
 HEAD_COPY_PREFIX = "refdata_head_"
 
 
@@ -135,8 +136,11 @@ def scratch_database(
     # A scratch database needs no durability: commits need not wait for the WAL flush.
     sa.event.listen(engine, "connect", _no_commit_wait)
     template = f' TEMPLATE "{copy_of.url.database}"' if copy_of is not None else ""
-    states = history_states(config) if target == "head" and copy_of is None else []
-    attempted = created = at_head = False
+    # A kept copy serves any target on its history: a command at head, and the analysis
+    # of two heads at their common ancestor. Only a head is kept.
+    along = "heads" if target == "head" else target
+    states = history_states(config, along) if along is not None and copy_of is None else []
+    attempted = created = at_target = False
     try:
         try:
             with admin.connect() as conn:
@@ -145,7 +149,7 @@ def scratch_database(
                 if copied is None:
                     conn.exec_driver_sql(f'CREATE DATABASE "{name}"{template}')
                 created = True
-                at_head = copied is not None and copied == states[-1]
+                at_target = copied is not None and copied == states[-1]
         except sa.exc.DBAPIError as error:
             failure = classify(error, server)
             if failure is None or failure.cause != "permission":
@@ -157,12 +161,12 @@ def scratch_database(
                 f"{first_line(error, server)}: the role needs CREATEDB; grant it, or point "
                 "--scratch-url at a server and role that have it"
             ) from None
-        if target is not None and not at_head:
+        if target is not None and not at_target:
             migrate_scratch(
                 engine, config, target, f"cannot migrate a scratch database to {target}"
             )
-            if states:
-                _keep(admin, name, states[-1], copied)
+            if states and target == "head":
+                _keep(admin, name, states, copied)
         yield engine
     finally:
         with stop_signals_deferred():  # a signal now would leave the database behind
@@ -172,14 +176,15 @@ def scratch_database(
             admin.dispose()
 
 
-def history_states(config: Config) -> list[str]:
-    """The digest of the migrations up to each revision, base first (the last is head's)."""
+def history_states(config: Config, target: str) -> list[str]:
+    """The digest of the migrations up to each revision of ``target``'s history, base first
+    (the last is ``target``'s; ``heads``: every revision)."""
     script = load_script(config)
     digest = hashlib.sha256()
     for path in sorted(Path(script.dir).glob("*.py")):  # env.py
         digest.update(path.read_bytes())
     states = []
-    for revision in reversed(list(script.walk_revisions())):
+    for revision in reversed(list(script.walk_revisions("base", target))):
         source = Path(revision.path)
         data = source.with_suffix("")
         files = [
@@ -215,16 +220,21 @@ def _kept_copies(conn: sa.Connection) -> set[str]:
     return set(conn.execute(query, {"prefix": HEAD_COPY_PREFIX}).scalars())
 
 
-def _keep(admin: sa.Engine, name: str, state: str, copied: str | None) -> None:
-    """Keep a copy of ``name`` (just migrated to head) for ``state``, and drop every other
-    kept copy but the one it was copied from: that one is where the history was before
-    this head (a test, or a developer trying a revision, goes back to it), and anything
-    else is a state this history left."""
-    kept = {f"{HEAD_COPY_PREFIX}{s}" for s in (state, copied) if s is not None}
+def _keep(admin: sa.Engine, name: str, states: list[str], copied: str | None) -> None:
+    """Keep a copy of ``name`` (just migrated to head) for its state, ``states[-1]``, and
+    drop every other kept copy but two: the one it was copied from, and the oldest one on
+    its history, ``states``. Those are where the history was before this head and where
+    work on it began (a test, a developer trying a revision or going back to the main
+    branch, starts there again); anything else is a state this history left."""
+    state = states[-1]
     try:
         with admin.connect() as conn:
+            present = _kept_copies(conn)
+            on_history = [s for s in states if f"{HEAD_COPY_PREFIX}{s}" in present]
+            stay = {state, copied, *on_history[:1]}
+            kept = {f"{HEAD_COPY_PREFIX}{s}" for s in stay if s is not None}
             conn.exec_driver_sql(f'CREATE DATABASE "{HEAD_COPY_PREFIX}{state}" TEMPLATE "{name}"')
-            for other in sorted(_kept_copies(conn) - kept):
+            for other in sorted(present - kept):
                 conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{other}"')
     except sa.exc.DBAPIError:
         # Only a saving: another command kept it first, or is copying one meant to go
@@ -260,7 +270,7 @@ def migrate_scratch(
             migrating = alembic_config(config, connection=conn)
             if on_step is not None:
                 migrating.attributes["on_version_apply"] = [on_step]
-            command.upgrade(migrating, target)
+            alembic_runs.upgrade(migrating, target, script=load_script(config))
     except sa.exc.DBAPIError as error:
         raise database_refusal(doing, error, engine.url) from None
     except CommandError as error:
