@@ -22,6 +22,7 @@ import math
 import os
 import random
 import re
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -322,6 +323,10 @@ class BlockerWatch:
         return lasting or [blocker for blocker, _ in seen]
 
     def _run(self) -> None:
+        # Ctrl-C and SIGTERM are the main thread's to take. The kernel may hand a signal sent
+        # to the process to any thread that does not block it; taken here, it would not
+        # wake the main thread from its wait on the server, and the statement would run on.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         try:
             connection = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         except sa.exc.DBAPIError as error:

@@ -5,8 +5,10 @@ validating it."""
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -145,3 +147,24 @@ def test_a_run_stopped_after_adding_the_not_null_check_is_finished_by_the_next(
         assert current_revision(conn) == SEQUENCE_NUMBERS
         assert numbering_problems(conn) == []
         assert conn.execute(sa.text(CHECK_STATE)).all() == [], "the temporary check is left"
+
+
+def signals_blocked_in(thread: threading.Thread) -> set[signal.Signals]:
+    """The signals a thread of this process blocks (Linux: its SigBlk mask in /proc)."""
+    status = Path(f"/proc/self/task/{thread.native_id}/status").read_text()
+    mask = int(
+        next(line for line in status.splitlines() if line.startswith("SigBlk:")).split()[1], 16
+    )
+    return {s for s in signal.Signals if mask & (1 << (s.value - 1))}
+
+
+def test_the_watch_thread_leaves_ctrl_c_and_sigterm_to_the_main_thread(engine: sa.Engine) -> None:
+    """A signal sent to the process goes to any thread that does not block it; the watch's
+    thread blocks the stop signals, so they wake the main thread's wait on the server."""
+    with BlockerWatch(engine, 1, None) as watch:
+        deadline = time.monotonic() + 5
+        while not signals_blocked_in(watch._thread) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        blocked = signals_blocked_in(watch._thread)
+    assert {signal.SIGINT, signal.SIGTERM} <= blocked, f"the watch's thread blocks only {blocked}"
+    assert signal.SIGINT not in signals_blocked_in(threading.main_thread())
