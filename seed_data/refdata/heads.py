@@ -8,6 +8,7 @@ where forked heads part.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -33,19 +34,23 @@ class MultipleHeads(BadInput):
         self.heads = heads
 
 
-# Where load_script keeps what it loaded, on the config (one command's): loading every
-# revision file is the part of a command that grows with the history.
+# Where load_script keeps what it loaded, on the config (one command's), with the state of
+# the files it loaded: loading every revision file is the part of a command that grows
+# with the history.
 LOADED_SCRIPT = "refdata_loaded_script"
 
 
 def load_script(config: Config, *, again: bool = False) -> ScriptDirectory:
-    """The script directory, every revision file loaded (once per config, unless ``again``:
-    a writer that has just taken the lock must see what another wrote before it);
-    BadInput naming what is broken."""
-    if not again and (loaded := config.attributes.get(LOADED_SCRIPT)) is not None:
-        return loaded
+    """The script directory, every revision file loaded (once per config; ``again``: once
+    more if a revision file has changed since, as a writer that has just taken the lock
+    must see what another wrote before it); BadInput naming what is broken."""
+    if (loaded := config.attributes.get(LOADED_SCRIPT)) is not None:
+        script, files = loaded
+        if not again or _revision_files(Path(script.versions)) == files:
+            return script
     try:
         script = ScriptDirectory.from_config(config)
+        files = _revision_files(Path(script.versions))
         script.get_heads()  # loads every revision file, so a broken one fails here
     except (CommandError, RevisionError) as error:
         raise BadInput(f"cannot read the revisions: {' '.join(str(error).split())}") from None
@@ -56,8 +61,18 @@ def load_script(config: Config, *, again: bool = False) -> ScriptDirectory:
             f"cannot load the revision files in {config.get_main_option('script_location')}: "
             f"{type(error).__name__}: {error}"
         ) from None
-    config.attributes[LOADED_SCRIPT] = script
+    config.attributes[LOADED_SCRIPT] = (script, files)
     return script
+
+
+def _revision_files(versions: Path) -> frozenset[tuple[str, int, int]]:
+    """Name, modification time (ns) and size of each revision file: taken before the files
+    are loaded, so that a change made during the load shows as a change afterwards."""
+    try:
+        stats = [(e.name, e.stat()) for e in os.scandir(versions) if e.name.endswith(".py")]
+    except OSError:
+        return frozenset()
+    return frozenset((name, stat.st_mtime_ns, stat.st_size) for name, stat in stats)
 
 
 def single_head(script: ScriptDirectory) -> str:
