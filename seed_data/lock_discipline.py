@@ -280,6 +280,9 @@ class BlockerWatch:
         self.app_wait_max = app_wait_max
         # The wait that made the watcher cancel the migration's statement.
         self.hold: Hold | None = None
+        # The cancel did not free the app (the step held the lock between statements), so
+        # the watcher ended the migration's session.
+        self.session_ended = False
         self._cancelled_at = 0.0
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -367,6 +370,7 @@ class BlockerWatch:
                 connection.execute(CANCEL, {"pid": self._pid})
         elif found and time.monotonic() - self._cancelled_at >= TERMINATE_AFTER:
             connection.execute(TERMINATE, {"pid": self._pid})
+            self.session_ended = True
             self.app_wait_max = None  # done: the run stops with the hold's line
 
     def _record(self, blockers: list[Blocker]) -> None:
@@ -564,12 +568,18 @@ class LockRetry:
         """The one line for a step stopped because the app waited too long behind it."""
         budget = format_ms(self._settings.app_wait_max)
         statement = scrub(shorten(hold.statement), self._url) if hold.statement else "?"
+        if self._watch is not None and self._watch.session_ended:
+            stopped = (
+                "The step held the lock between two statements (the last: "
+                f"{statement}), where a cancel stops nothing, so its session was ended."
+            )
+        else:
+            stopped = f"The step's statement was cancelled: {statement}."
         return (
             f"{describe_step(self.progress.current)}: stopped: an app query waited"
             f" {hold.waited:.1f} s for {hold.what()}, which this step held, longer than"
             f" app_wait_max ({budget}; -x app_wait_max or MIGRATION_APP_WAIT_MAX)"
-            f" (the app's session: {hold.describe(self._url)}). The step's statement was cancelled:"
-            f" {statement}."
+            f" (the app's session: {hold.describe(self._url)}). {stopped}"
             f" {self.progress.outcome()}. To fix the revision, {recipe(hold)}; then"
             " run the command again"
         )

@@ -150,6 +150,45 @@ def test_a_column_filled_under_the_alter_s_lock_is_stopped_within_the_budget(
         )
 
 
+def test_a_lock_held_between_statements_is_released_by_ending_the_session(
+    workspace: Workspace, head_engine: sa.Engine
+) -> None:
+    """A step that holds its lock while no statement of it runs (Python work between two
+    statements) has nothing to cancel: its session is ended, and the app waits no longer
+    than when a statement is cancelled."""
+    path = workspace.add_revision("lock then work", "LOCK TABLE transactions", "SELECT 1")
+    locked = "    op.execute('LOCK TABLE transactions')\n"
+    text = path.read_text(encoding="utf-8")
+    assert locked in text, text
+    text = text.replace(
+        locked, f"{locked}    time.sleep(6)  # the lock held, no statement running\n"
+    )
+    path.write_text(text.replace("from alembic import op", "import time\n\nfrom alembic import op"))
+    assert workspace.refdata("lock", "--rehash", path.name).code == 0
+    with head_engine.connect() as conn:
+        revision = current_revision(conn)
+
+    with app(head_engine, "SELECT count(*) FROM transactions") as reads:
+        time.sleep(0.2)
+        started = time.monotonic()
+        result = run_alembic("-c", str(workspace.ini), "upgrade", "head", url=head_engine.url)
+        took = time.monotonic() - started
+        time.sleep(0.2)
+
+    assert result.returncode != 0, "a step holding its lock past the budget must fail"
+    assert "Traceback" not in result.stdout + result.stderr
+    [line] = failure_lines(result.stdout)
+    assert "stopped: an app query waited " in line and "on transactions" in line, line
+    assert (
+        "The step held the lock between two statements (the last: LOCK TABLE transactions),"
+        " where a cancel stops nothing, so its session was ended." in line
+    ), line
+    assert reads.errors == []
+    assert reads.longest <= BUDGET + SLACK, f"the app waited {reads.longest:.2f} s ({took:.1f} s)"
+    with head_engine.connect() as conn:
+        assert current_revision(conn) == revision
+
+
 @pytest.fixture
 def before_sequence_numbers(engine: sa.Engine) -> sa.Engine:
     return at_the_revision_before(engine, conversations=20, messages_each=3)
