@@ -552,11 +552,14 @@ def report(big: Figures, bigger: Figures, grown: History, console: Console) -> b
 
     worst_command = max(
         max(after.seconds / before.seconds, after.peak_mib / before.peak_mib)
-        for before, after in big.commands.values()
+        for figures in (big, bigger)
+        for before, after in figures.commands.values()
     )
+    # The upgrade step against psql's \copy of the same rows on the same server: the
+    # server's own cost of COPY (its WAL, the index) is not the toolkit's to keep linear.
     growth = max(
         bigger.revision / big.revision,
-        bigger.upgrade_step / big.upgrade_step,
+        bigger.step_ratio / big.step_ratio,
         bigger.check / big.check,
         bigger.log / big.log,
     )
@@ -564,7 +567,7 @@ def report(big: Figures, bigger: Figures, grown: History, console: Console) -> b
     checks = {
         "revision <= 10 s": big.revision <= 10,
         "upgrade step <= 2x psql \\copy": big.step_ratio <= 2 and bigger.step_ratio <= 2,
-        "other alembic commands within 10%": worst_command <= 1.10,
+        "other alembic commands within 10% (both sizes)": worst_command <= 1.10,
         "1% change <= 5 s": big.change_revision <= 5,
         "check <= 3 s": big.check <= 3,
         "log <= 3 s": big.log <= 3,
