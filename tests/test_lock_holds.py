@@ -5,6 +5,7 @@ line; and a blocked deploy stalls the app at most once per blocking transaction.
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -81,6 +82,22 @@ def app(engine: sa.Engine, statement: str, **params: object) -> Iterator[App]:
         traffic.join(timeout=30)
 
 
+def stopped_while_the_app_reads_transactions(
+    workspace: Workspace, engine: sa.Engine
+) -> tuple[subprocess.CompletedProcess[str], App, float]:
+    """`alembic upgrade head` in the workspace while the app counts transactions every 20 ms;
+    it must fail, in lines and not a traceback. Its result, the app's reads, its seconds."""
+    with app(engine, "SELECT count(*) FROM transactions") as reads:
+        time.sleep(0.2)
+        started = time.monotonic()
+        result = run_alembic("-c", str(workspace.ini), "upgrade", "head", url=engine.url)
+        took = time.monotonic() - started
+        time.sleep(0.2)
+    assert result.returncode != 0, "a step holding its lock past the budget must fail"
+    assert "Traceback" not in result.stdout + result.stderr
+    return result, reads, took
+
+
 def slow_updates(table: str, seconds: float, when: str = "true") -> str:
     """A trigger that makes every update of ``table`` matching ``when`` take ``seconds``: a
     big table in a small test."""
@@ -113,16 +130,8 @@ def test_a_column_filled_under_the_alter_s_lock_is_stopped_within_the_budget(
         before, revision = rows_of(conn), current_revision(conn)
     workspace.add_revision("amount in pence", FILL_IN_THE_SAME_TRANSACTION, UNDO_FILL)
 
-    with app(head_engine, "SELECT count(*) FROM transactions") as reads:
-        time.sleep(0.2)
-        started = time.monotonic()
-        result = run_alembic("-c", str(workspace.ini), "upgrade", "head", url=head_engine.url)
-        took = time.monotonic() - started
-        time.sleep(0.2)
+    result, reads, took = stopped_while_the_app_reads_transactions(workspace, head_engine)
 
-    output = result.stdout + result.stderr
-    assert result.returncode != 0, "a step holding its lock past the budget must fail"
-    assert "Traceback" not in output
     [line] = failure_lines(result.stdout)
     for expected in (
         "stopped: an app query waited ",
@@ -168,15 +177,8 @@ def test_a_lock_held_between_statements_is_released_by_ending_the_session(
     with head_engine.connect() as conn:
         revision = current_revision(conn)
 
-    with app(head_engine, "SELECT count(*) FROM transactions") as reads:
-        time.sleep(0.2)
-        started = time.monotonic()
-        result = run_alembic("-c", str(workspace.ini), "upgrade", "head", url=head_engine.url)
-        took = time.monotonic() - started
-        time.sleep(0.2)
+    result, reads, took = stopped_while_the_app_reads_transactions(workspace, head_engine)
 
-    assert result.returncode != 0, "a step holding its lock past the budget must fail"
-    assert "Traceback" not in result.stdout + result.stderr
     [line] = failure_lines(result.stdout)
     assert "stopped: an app query waited " in line and "on transactions" in line, line
     assert (
