@@ -296,7 +296,15 @@ class BlockerWatch:
         self._thread = threading.Thread(target=self._run, name="blocker-watch", daemon=True)
 
     def __enter__(self) -> BlockerWatch:
-        self._thread.start()
+        # Ctrl-C and SIGTERM are the main thread's to take. The kernel may hand a signal sent
+        # to the process to any thread that does not block it; taken by the watch, it would
+        # not wake the main thread from its wait on the server, and the statement would run
+        # on. The thread inherits the mask it is started with: blocked from its first moment.
+        unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            self._thread.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -326,10 +334,6 @@ class BlockerWatch:
         return lasting or [blocker for blocker, _ in seen]
 
     def _run(self) -> None:
-        # Ctrl-C and SIGTERM are the main thread's to take. The kernel may hand a signal sent
-        # to the process to any thread that does not block it; taken here, it would not
-        # wake the main thread from its wait on the server, and the statement would run on.
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         try:
             connection = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         except sa.exc.DBAPIError as error:
