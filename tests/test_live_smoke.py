@@ -101,16 +101,24 @@ def add_row_delays(engine: sa.Engine, done: set[str]) -> None:
 
 
 def walk_under_traffic(
-    pg_server: PgServer, rows: dict[str, list[dict]], ini: Path = ALEMBIC_INI
+    pg_server: PgServer,
+    rows: dict[str, list[dict]],
+    ini: Path = ALEMBIC_INI,
+    since: tuple[str, str] | None = None,
 ) -> Walk:
     """Every revision of ``ini``'s history, upgraded one at a time on a new database while
-    the app uses the tables it touches; demo rows go in as soon as the tables take them."""
+    the app uses the tables it touches; demo rows go in as soon as the tables take them.
+    ``since`` (a revision, and a template database at it): only the revisions after it,
+    on a copy of the template."""
     walk = Walk()
     offline = Migrator(ini=ini)
     steps = revision_steps() if ini == ALEMBIC_INI else steps_of(offline)
-    # What each step's SQL names, from one --sql run over the whole history.
-    sql_of = split_by_step(offline.sql("upgrade", "base", steps[-1].revision))
-    with pg_server.database() as engine:
+    start, template = since if since is not None else ("base", None)
+    if since is not None:
+        steps = steps[[step.revision for step in steps].index(start) + 1 :]
+    # What each step's SQL names, from one --sql run over the whole walk.
+    sql_of = split_by_step(offline.sql("upgrade", start, steps[-1].revision))
+    with pg_server.database(template=template) as engine:
         migrating = sa.create_engine(
             engine.url, pool_size=2, connect_args={"options": f"-c smoke.row_delay={ROW_DELAY}"}
         )
@@ -196,13 +204,19 @@ def test_every_revision_upgrades_under_app_traffic_within_the_app_wait_budget(
 
 @pytest.mark.slow
 def test_the_smoke_run_stops_a_column_filled_under_the_alter_s_lock(
-    pg_server: PgServer, demo_rows: dict[str, list[dict]], workspace: Workspace
+    pg_server: PgServer,
+    demo_rows: dict[str, list[dict]],
+    workspace: Workspace,
+    head_template: str,
 ) -> None:
     """The unsafe revision fails CI here, before it reaches a database: its step is
-    stopped within the budget with the hold's line, and the app never waits longer."""
+    stopped within the budget with the hold's line, and the app never waits longer.
+    (The walk starts at this repository's head: the revisions before it are the other
+    smoke test's.)"""
     workspace.add_revision("amount in pence", FILL_IN_THE_SAME_TRANSACTION, UNDO_FILL)
 
-    walk = walk_under_traffic(pg_server, demo_rows, ini=workspace.ini)
+    head = revision_steps()[-1].revision
+    walk = walk_under_traffic(pg_server, demo_rows, workspace.ini, since=(head, head_template))
 
     [problem] = walk.problems
     assert "stopped: an app query waited" in problem and "on transactions" in problem, problem
