@@ -9,6 +9,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -133,11 +134,22 @@ def stop_midway(run: subprocess.Popen[str], how: str, watch: sa.Connection, back
     ``SIGINT`` (Ctrl-C): it cancels its statement and exits with one line.
     """
     if how == "SIGINT":
+        # How each of its threads treats signals, for a failure message: a Ctrl-C that
+        # changed nothing has been seen (rarely, on a loaded machine) and not explained.
+        threads = signal_masks(run.pid)
         run.send_signal(signal.SIGINT)
-        stdout, stderr = run.communicate(timeout=60)
+        try:
+            stdout, stderr = run.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            kill(run)
+            raise AssertionError(
+                f"Ctrl-C did not stop the migration; its threads: {threads}"
+            ) from None
         assert run.returncode != 0, "an interrupted migration must not exit 0"
         assert "Traceback" not in stderr, stderr
-        assert "interrupted" in stdout and "run the same command again" in stdout, stdout
+        assert "interrupted" in stdout and "run the same command again" in stdout, (
+            f"{stdout}\n(its threads when Ctrl-C was sent: {threads})"
+        )
     else:
         kill(run)
         watch.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": backend})
@@ -149,6 +161,20 @@ def stop_midway(run: subprocess.Popen[str], how: str, watch: sa.Connection, back
         ),
         "the stopped migration's session to end",
     )
+
+
+def signal_masks(pid: int) -> list[str]:
+    """Each thread of a process: the signals it blocks, ignores and catches (Linux /proc)."""
+    masks = []
+    for status in sorted(Path(f"/proc/{pid}/task").glob("*/status")):
+        try:
+            lines = status.read_text().splitlines()
+        except OSError:  # the thread or the process has ended
+            continue
+        masks.append(
+            " ".join(line for line in lines if line.startswith(("SigBlk", "SigIgn", "SigCgt")))
+        )
+    return masks
 
 
 def wait_for(condition: Callable[[], object], what: str, timeout: float = 60) -> object:
