@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,13 @@ from tests.servers import PG15_BIN, PgServer, embedded_server, external_server, 
 # time. The tests (and the commands they start, which inherit the environment) write it.
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 sys.dont_write_bytecode = False
+
+# The tests send Ctrl-C to the commands they start, as a user at a terminal would. A shell
+# starts a background job (`pytest ... &`) with Ctrl-C ignored, the commands it starts
+# inherit that, and alembic (Python) rightly keeps ignoring it: Ctrl-C would change
+# nothing. A handler here is reset to the default in every command started.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 DEFAULT_SERVER = "external" if configured_url() else "pg18-embedded"
 SERVERS = [DEFAULT_SERVER, "pg15-system"]
