@@ -134,8 +134,9 @@ def stop_midway(run: subprocess.Popen[str], how: str, watch: sa.Connection, back
     ``SIGINT`` (Ctrl-C): it cancels its statement and exits with one line.
     """
     if how == "SIGINT":
-        # How each of its threads treats signals, for a failure message: a Ctrl-C that
-        # changed nothing has been seen (rarely, on a loaded machine) and not explained.
+        # How each of its threads treats signals, for a failure message: whether Ctrl-C
+        # was ignored (inherited so from a run in the background: tests/conftest.py) or
+        # blocked in the thread that waits on the server.
         threads = signal_masks(run.pid)
         run.send_signal(signal.SIGINT)
         try:
