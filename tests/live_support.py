@@ -164,17 +164,28 @@ def stop_midway(run: subprocess.Popen[str], how: str, watch: sa.Connection, back
     )
 
 
-def signal_masks(pid: int) -> list[str]:
-    """Each thread of a process: the signals it blocks, ignores and catches (Linux /proc)."""
+SIGNAL_MASKS = ("SigBlk", "SigIgn", "SigCgt")  # blocked, ignored, caught
+
+
+def thread_signals(status: Path) -> dict[str, set[signal.Signals]]:
+    """A thread's signal masks, from its ``/proc/.../task/TID/status`` (Linux)."""
+    masks = {}
+    for line in status.read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in SIGNAL_MASKS:
+            bits = int(value, 16)
+            masks[name] = {s for s in signal.Signals if bits & (1 << (s.value - 1))}
+    return masks
+
+
+def signal_masks(pid: int) -> list[dict[str, set[signal.Signals]]]:
+    """Each thread of a process: the signals it blocks, ignores and catches."""
     masks = []
     for status in sorted(Path(f"/proc/{pid}/task").glob("*/status")):
         try:
-            lines = status.read_text().splitlines()
+            masks.append(thread_signals(status))
         except OSError:  # the thread or the process has ended
             continue
-        masks.append(
-            " ".join(line for line in lines if line.startswith(("SigBlk", "SigIgn", "SigCgt")))
-        )
     return masks
 
 

@@ -25,6 +25,7 @@ from tests.live_support import (
     numbering_problems,
     seed_conversations,
     session,
+    thread_signals,
     wait_for,
     watcher,
 )
@@ -150,12 +151,8 @@ def test_a_run_stopped_after_adding_the_not_null_check_is_finished_by_the_next(
 
 
 def signals_blocked_in(thread: threading.Thread) -> set[signal.Signals]:
-    """The signals a thread of this process blocks (Linux: its SigBlk mask in /proc)."""
-    status = Path(f"/proc/self/task/{thread.native_id}/status").read_text()
-    mask = int(
-        next(line for line in status.splitlines() if line.startswith("SigBlk:")).split()[1], 16
-    )
-    return {s for s in signal.Signals if mask & (1 << (s.value - 1))}
+    """The signals a thread of this process blocks."""
+    return thread_signals(Path(f"/proc/self/task/{thread.native_id}/status"))["SigBlk"]
 
 
 def test_the_watch_thread_leaves_ctrl_c_and_sigterm_to_the_main_thread(engine: sa.Engine) -> None:
