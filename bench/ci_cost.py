@@ -12,7 +12,9 @@ the test command (this checkout's ``.venv/bin/pytest``, with the arguments after
 runs in each copy in turn, ``--rounds`` times, the order alternating; the report gives the
 median of each, the difference, and the cost per revision and per 100 revisions against
 the target (at most 60 s per 100 revisions). ``--explain K`` adds pytest's per-test
-durations and lists the K tests whose time grew most. Exit status 0 when the target is met.
+durations, lists the K tests whose time grew most, and gives each run's busy time per xdist
+worker: a run is as long as its busiest worker, so time one worker spends alone at the end
+shows there. Exit status 0 when the target is met.
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ from tests.next_revision import Checkout  # noqa: E402
 from tests.servers import embedded_server  # noqa: E402
 
 TARGET_PER_100 = 60.0
-DURATION = re.compile(r"^\s*([\d.]+)s\s+(?:setup|call|teardown)\s+(\S+?)(?:\[.*\])?\s*$")
+DURATION = re.compile(r"^\s*([\d.]+)s\s+(?:setup|call|teardown)\s+(\S+?)(\[.*\])?\s*$")
+# pytest-xdist's -v line for a finished test: "[gw0] [ 12%] PASSED tests/...::test[params]"
+RAN_ON = re.compile(r"^\[(gw\d+)\] \[\s*\d+%\] [A-Z]+ (\S+?(?:\[.*\])?)\s*$")
 
 
 @dataclass
@@ -48,6 +52,7 @@ class Runs:
     seconds: list[float] = field(default_factory=list)
     outcomes: list[str] = field(default_factory=list)
     per_test: list[dict[str, float]] = field(default_factory=list)
+    per_worker: list[dict[str, float]] = field(default_factory=list)
 
     @property
     def median(self) -> float:
@@ -63,8 +68,20 @@ def per_test_seconds(output: str) -> dict[str, float]:
     return dict(totals)
 
 
+def per_worker_seconds(output: str) -> dict[str, float]:
+    """pytest's --durations lines (all phases) summed per xdist worker, from -v's lines
+    that say which worker ran each test."""
+    lines = output.splitlines()
+    worker = {m[2]: m[1] for line in lines if (m := RAN_ON.match(line))}
+    totals: dict[str, float] = defaultdict(float)
+    for line in lines:
+        if match := DURATION.match(line):
+            totals[worker.get(match[2] + (match[3] or ""), "?")] += float(match[1])
+    return dict(sorted(totals.items()))
+
+
 def run_suite(runs: Runs, pytest_args: list[str], explain: bool, console: Console) -> None:
-    args = [*pytest_args, *(["--durations=0"] if explain else [])]
+    args = [*pytest_args, *(["--durations=0", "-v"] if explain else [])]
     started = time.monotonic()
     result = runs.checkout.pytest(*args)
     seconds = time.monotonic() - started
@@ -73,7 +90,11 @@ def run_suite(runs: Runs, pytest_args: list[str], explain: bool, console: Consol
     runs.seconds.append(seconds)
     runs.outcomes.append(outcome)
     runs.per_test.append(per_test_seconds(result.stdout))
-    console.print(f"  {runs.name}: {seconds:.1f} s ({outcome})")
+    runs.per_worker.append(per_worker_seconds(result.stdout))
+    busy = ", ".join(f"{w} {s:.0f} s" for w, s in runs.per_worker[-1].items())
+    console.print(
+        f"  {runs.name}: {seconds:.1f} s ({outcome})" + (f"; busy: {busy}" if busy else "")
+    )
     for line in lines:
         if line.startswith(("FAILED ", "ERROR ")):
             console.print(f"    {line}", soft_wrap=True)

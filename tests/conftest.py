@@ -87,6 +87,22 @@ def head_engine(pg_server: PgServer, head_template: str) -> Iterator[sa.Engine]:
         yield engine
 
 
+@pytest.fixture
+def other_head_engine(pg_server: PgServer, head_template: str) -> Iterator[sa.Engine]:
+    """A second new database at head, for a test that changes one and compares the two: a
+    copy, as ``head_engine`` is, not a migration from base (which costs every revision)."""
+    with pg_server.database(template=head_template) as engine:
+        yield engine
+
+
+@pytest.fixture
+def behind_head_engine(head_engine: sa.Engine) -> sa.Engine:
+    """A new database one revision below head, as a rollback of the newest release leaves
+    it: a copy at head, downgraded one step (one step, not every revision from base)."""
+    command.downgrade(config_for(head_engine), "-1")
+    return head_engine
+
+
 # pytest-alembic: its built-in tests (tests/test_migrations_builtin.py) use these.
 @pytest.fixture
 def alembic_engine(head_engine: sa.Engine) -> sa.Engine:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
-from alembic import command
 
 from seed_data.demo import cli, demo_rows, load
 from seed_data.demo.generate import (
@@ -30,7 +29,7 @@ from tests.demo_support import (
     row_trigger,
     table_counts,
 )
-from tests.helpers import config_for, insert_account, insert_customer, revision_steps, snapshot_rows
+from tests.helpers import insert_account, insert_customer, revision_steps, snapshot_rows
 from tests.servers import PgServer
 
 
@@ -327,13 +326,14 @@ def test_refuses_a_database_that_is_not_migrated(engine: sa.Engine, load_fixture
         )
 
 
-def test_refuses_a_database_behind_head(engine: sa.Engine, load_fixtures: Loader) -> None:
+def test_refuses_a_database_behind_head(
+    behind_head_engine: sa.Engine, load_fixtures: Loader
+) -> None:
     behind = revision_steps()[-1].down_revision
-    command.upgrade(config_for(engine), behind)
-    result = load_fixtures(engine, "--customers", "5")
+    result = load_fixtures(behind_head_engine, "--customers", "5")
     assert result.code == 2
     assert f"at {behind}" in result.err and "alembic upgrade head" in result.err
-    with engine.connect() as conn:
+    with behind_head_engine.connect() as conn:
         assert conn.scalar(sa.text("SELECT count(*) FROM customers")) == 0
 
 

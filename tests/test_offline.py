@@ -84,9 +84,9 @@ def same_step(row: dict) -> tuple[str, str, str | None]:
 
 @pytest.mark.history
 def test_offline_downgrade_to_base_leaves_only_the_kept_records(
-    pg_server: PgServer, offline_scripts: dict[str, Path], engine: sa.Engine
+    pg_server: PgServer, offline_scripts: dict[str, Path], head_engine: sa.Engine
 ) -> None:
-    command.upgrade(config_for(engine), "head")
+    engine = head_engine
     with engine.connect() as conn:
         history = history_rows(conn)
     apply_with_psql(pg_server.bin_dir, engine, offline_scripts["downgrade"])

@@ -188,7 +188,7 @@ def test_check_agrees_after_a_revision_and_names_the_enum_to_update(workspace: W
 
 
 def test_generated_revision_is_clean_code_and_renders_offline(
-    workspace: Workspace, pg_server: PgServer, head_engine: sa.Engine, engine: sa.Engine
+    workspace: Workspace, pg_server: PgServer, head_engine: sa.Engine, other_head_engine: sa.Engine
 ) -> None:
     edits = [
         *EDITS["lookup_used_by_new_product"],
@@ -222,6 +222,7 @@ def test_generated_revision_is_clean_code_and_renders_offline(
     command.upgrade(Config(str(workspace.ini), output_buffer=buffer), f"{previous}:head", sql=True)
     script = workspace.root / "upgrade.sql"
     script.write_text(buffer.getvalue(), encoding="utf-8")
+    engine = other_head_engine  # at the head before the generated revision: where it starts
     command.upgrade(workspace.config(engine), previous)
     apply_with_psql(pg_server.bin_dir, engine, script)
     command.upgrade(workspace.config(head_engine), "head")
@@ -303,11 +304,10 @@ def test_check_live_finds_out_of_band_edits_without_writing(
 
 
 def test_check_live_reports_a_database_behind_head(
-    workspace: Workspace, engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+    workspace: Workspace, behind_head_engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     behind = ScriptDirectory.from_config(workspace.config()).get_revision("head").down_revision
-    command.upgrade(workspace.config(engine), behind)
-    aim_database_url(monkeypatch, engine)
+    aim_database_url(monkeypatch, behind_head_engine)
     result = workspace.refdata("check", "--live")
     assert result.code == 1
     assert f"is at {behind}, head is" in result.out

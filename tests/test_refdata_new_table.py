@@ -51,8 +51,10 @@ def project(tmp_path: Path, pg_server: PgServer) -> ProjectCopy:
 
 
 def test_a_new_reference_table_goes_from_model_to_migrated_rows(
-    project: ProjectCopy, engine: sa.Engine
+    project: ProjectCopy, head_engine: sa.Engine
 ) -> None:
+    """From the model to rows in a database at the head before it, as a deploy finds it."""
+    engine = head_engine
     project.add_model(MODEL)
     (project.reference / "card_networks.yaml").write_text(ROWS)
 

@@ -79,6 +79,7 @@ def assert_sql_script_matches_online(
     the online run gives (``online`` is at head, ``offline`` at the revision before)."""
     previous = previous_revision(workspace)
     with offline.connect() as conn:
+        assert current_revision(conn) == previous, "the script is applied where it starts"
         before = snapshot_rows(conn, history=False)
     apply_with_psql(
         pg_server.bin_dir, offline, offline_script(workspace, "upgrade", f"{previous}:head")
@@ -120,7 +121,7 @@ def test_a_change_of_98_rows_is_written_inline_and_rolls_back_with_alembic(
 
 
 def test_5000_rows_go_to_a_locked_data_file_and_round_trip_online_and_through_sql(
-    workspace: Workspace, pg_server: PgServer, head_engine: sa.Engine, engine: sa.Engine
+    workspace: Workspace, pg_server: PgServer, head_engine: sa.Engine, other_head_engine: sa.Engine
 ) -> None:
     special = 'It\'s "£{n}" \\ café\u00a0ok \N{GRINNING FACE}\nsecond line'
     add_faqs(workspace, faq_rows(5000, answer=special))
@@ -151,8 +152,8 @@ def test_5000_rows_go_to_a_locked_data_file_and_round_trip_online_and_through_sq
     assert_ruff_clean(generated)
 
     apply_generated_revision(workspace, head_engine)
-    command.upgrade(workspace.config(engine), previous_revision(workspace))
-    assert_sql_script_matches_online(workspace, pg_server, head_engine, engine)
+    command.upgrade(workspace.config(other_head_engine), previous_revision(workspace))
+    assert_sql_script_matches_online(workspace, pg_server, head_engine, other_head_engine)
     assert workspace.refdata("check").code == 0
 
 
@@ -224,7 +225,7 @@ def test_copy_lifts_the_wait_callback_only_while_the_lock_watch_is_paused(
 
 
 def test_a_change_to_a_large_table_writes_files_proportional_to_it(
-    workspace: Workspace, pg_server: PgServer, head_engine: sa.Engine, engine: sa.Engine
+    workspace: Workspace, pg_server: PgServer, head_engine: sa.Engine, other_head_engine: sa.Engine
 ) -> None:
     add_faqs(workspace, faq_rows(5000))
     assert workspace.refdata("revision", "-m", "5,000 new FAQs").code == 0
@@ -256,8 +257,8 @@ def test_a_change_to_a_large_table_writes_files_proportional_to_it(
         "after": {"answer": "Answer 0, revised."},
     }
     apply_generated_revision(workspace, head_engine)
-    command.upgrade(workspace.config(engine), previous_revision(workspace))
-    assert_sql_script_matches_online(workspace, pg_server, head_engine, engine)
+    command.upgrade(workspace.config(other_head_engine), previous_revision(workspace))
+    assert_sql_script_matches_online(workspace, pg_server, head_engine, other_head_engine)
 
 
 def test_inline_and_data_file_forms_meet_at_the_threshold(files_workspace: Workspace) -> None:

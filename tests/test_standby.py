@@ -17,15 +17,11 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from alembic import command
 from sqlalchemy.engine import URL
 
 from tests.demo_support import Loader
-from tests.helpers import config_for, revision_steps
 from tests.refdata_support import Workspace, aim_database_url
 from tests.servers import PgServer, _run_as_server_user, _server_user
-
-BEHIND = revision_steps()[-2].revision  # any revision below head
 
 
 @contextmanager
@@ -73,12 +69,12 @@ def standby_of(pg_server: PgServer) -> Iterator[URL]:
 
 def test_on_a_standby_behind_head_nobody_advises_upgrading_it(
     pg_server: PgServer,
-    engine: sa.Engine,
+    behind_head_engine: sa.Engine,
     workspace: Workspace,
     load_fixtures: Loader,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    command.upgrade(config_for(engine), BEHIND)
+    engine = behind_head_engine
     with standby_of(pg_server) as standby:
         replica = standby.set(database=engine.url.database)
         probe = sa.create_engine(replica, poolclass=sa.NullPool)
