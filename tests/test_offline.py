@@ -86,11 +86,10 @@ def same_step(row: dict) -> tuple[str, str, str | None]:
 def test_offline_downgrade_to_base_leaves_only_the_kept_records(
     pg_server: PgServer, offline_scripts: dict[str, Path], head_engine: sa.Engine
 ) -> None:
-    engine = head_engine
-    with engine.connect() as conn:
+    with head_engine.connect() as conn:
         history = history_rows(conn)
-    apply_with_psql(pg_server.bin_dir, engine, offline_scripts["downgrade"])
-    with engine.connect() as conn:
+    apply_with_psql(pg_server.bin_dir, head_engine, offline_scripts["downgrade"])
+    with head_engine.connect() as conn:
         assert set(snapshot_rows(conn)) == set(KEPT_TABLES)
         schema = schema_fingerprint(conn, kept=False)
         after = history_rows(conn)

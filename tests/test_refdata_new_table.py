@@ -54,7 +54,6 @@ def test_a_new_reference_table_goes_from_model_to_migrated_rows(
     project: ProjectCopy, head_engine: sa.Engine
 ) -> None:
     """From the model to rows in a database at the head before it, as a deploy finds it."""
-    engine = head_engine
     project.add_model(MODEL)
     (project.reference / "card_networks.yaml").write_text(ROWS)
 
@@ -75,9 +74,9 @@ def test_a_new_reference_table_goes_from_model_to_migrated_rows(
     assert written.returncode == 0, written.stderr
     assert "card_networks: 3 to add, 0 to remove, 0 to change" in written.stdout
     for step in (("upgrade", "head"), ("downgrade", "-1"), ("upgrade", "head")):
-        done = project.alembic(*step, url=engine.url)
+        done = project.alembic(*step, url=head_engine.url)
         assert done.returncode == 0, done.stdout + done.stderr
-    with engine.connect() as conn:
+    with head_engine.connect() as conn:
         rows = conn.execute(sa.text("SELECT code, name, sort_order FROM card_networks ORDER BY 3"))
         assert [tuple(r) for r in rows] == [
             ("visa", "Visa", 10),

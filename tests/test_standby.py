@@ -74,9 +74,8 @@ def test_on_a_standby_behind_head_nobody_advises_upgrading_it(
     load_fixtures: Loader,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    engine = behind_head_engine
     with standby_of(pg_server) as standby:
-        replica = standby.set(database=engine.url.database)
+        replica = standby.set(database=behind_head_engine.url.database)
         probe = sa.create_engine(replica, poolclass=sa.NullPool)
         with probe.connect() as conn:
             assert conn.scalar(sa.text("SELECT pg_is_in_recovery()"))
