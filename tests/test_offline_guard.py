@@ -91,7 +91,7 @@ def test_a_script_under_psql_single_transaction_changes_nothing(
 
 
 def test_a_script_stopped_after_its_add_constraint_steps_finishes_when_run_again(
-    pg_server: PgServer, head_template: str, before_sequence_numbers: sa.Engine, tmp_path: Path
+    pg_server: PgServer, head_engine: sa.Engine, before_sequence_numbers: sa.Engine, tmp_path: Path
 ) -> None:
     script = offline_script(tmp_path, "upgrade", f"{BEFORE_IT}:head")
     text = script.read_text(encoding="utf-8")
@@ -114,17 +114,13 @@ def test_a_script_stopped_after_its_add_constraint_steps_finishes_when_run_again
     result = run_psql(pg_server.bin_dir, before_sequence_numbers, script)
 
     assert result.returncode == 0, result.stderr
-    with (
-        pg_server.database(template=head_template) as online,
-        before_sequence_numbers.connect() as offline,
-        online.connect() as live,
-    ):
+    with before_sequence_numbers.connect() as offline, head_engine.connect() as live:
         assert numbering_problems(offline) == []
         assert schema_fingerprint(offline) == schema_fingerprint(live)
 
 
 def test_a_script_stopped_between_revisions_names_the_script_that_finishes_it(
-    pg_server: PgServer, head_template: str, before_sequence_numbers: sa.Engine, tmp_path: Path
+    pg_server: PgServer, head_engine: sa.Engine, before_sequence_numbers: sa.Engine, tmp_path: Path
 ) -> None:
     script = offline_script(tmp_path, "upgrade", f"{BEFORE_IT}:head")
     command.upgrade(config_for(before_sequence_numbers), SEQUENCE_NUMBERS)  # then it stopped
@@ -139,10 +135,6 @@ def test_a_script_stopped_between_revisions_names_the_script_that_finishes_it(
     assert command_line[1].startswith(f"upgrade {SEQUENCE_NUMBERS}:")
     finishing = offline_script(tmp_path, *shlex.split(command_line[1])[:-1])
     assert run_psql(pg_server.bin_dir, before_sequence_numbers, finishing).returncode == 0
-    with (
-        pg_server.database(template=head_template) as online,
-        before_sequence_numbers.connect() as offline,
-        online.connect() as live,
-    ):
+    with before_sequence_numbers.connect() as offline, head_engine.connect() as live:
         assert current_revision(offline) == current_revision(live)
         assert schema_fingerprint(offline) == schema_fingerprint(live)

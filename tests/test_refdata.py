@@ -222,11 +222,10 @@ def test_generated_revision_is_clean_code_and_renders_offline(
     command.upgrade(Config(str(workspace.ini), output_buffer=buffer), f"{previous}:head", sql=True)
     script = workspace.root / "upgrade.sql"
     script.write_text(buffer.getvalue(), encoding="utf-8")
-    engine = other_head_engine  # at the head before the generated revision: where it starts
-    command.upgrade(workspace.config(engine), previous)
-    apply_with_psql(pg_server.bin_dir, engine, script)
+    command.upgrade(workspace.config(other_head_engine), previous)
+    apply_with_psql(pg_server.bin_dir, other_head_engine, script)
     command.upgrade(workspace.config(head_engine), "head")
-    with engine.connect() as offline, head_engine.connect() as online:
+    with other_head_engine.connect() as offline, head_engine.connect() as online:
         assert snapshot_rows(offline, history=False) == snapshot_rows(online, history=False)
         # The same steps recorded, each with the same checksum; only how they ran differs.
         assert [(r["revision"], r["checksum"]) for r in history_rows(offline)] == [
