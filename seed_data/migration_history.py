@@ -32,6 +32,7 @@ run was validated under, ``seed_data.deploy_checks``).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from importlib import metadata
@@ -99,6 +100,7 @@ HISTORY_SHAPE = sa.text(
 Steps = Callable[[Any, MigrationContext], Iterable[Any]]
 
 
+@functools.cache  # installing another version means a new process; finding it costs ms
 def project_version() -> str | None:
     """This project's installed version (pyproject.toml), or None when it is not installed."""
     try:

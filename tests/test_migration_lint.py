@@ -28,7 +28,7 @@ from seed_data.migration_lint import (
     revision_source_findings,
     without_copy_rows,
 )
-from tests.helpers import Step, revision_steps
+from tests.helpers import Step, revision_steps, steps_to_cover
 from tests.migrator import Migrator
 
 pytestmark = pytest.mark.history
@@ -37,6 +37,7 @@ SQUAWK = Path(sys.executable).with_name("squawk")
 # The oldest server the tests run on: rules that depend on the version judge for it.
 PG_VERSION = "15"
 STEPS = revision_steps()
+COVERED = steps_to_cover(STEPS)
 DIRECTIONS = ("upgrade", "downgrade")
 
 # The message sequence-number revision as it was first written: ADD COLUMN, a full-table
@@ -107,7 +108,7 @@ def findings(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Finding
     migrator = Migrator()
     scripts = {
         f"{step.revision}.{direction}": migrator.sql(direction, *span(step, direction))
-        for step in STEPS
+        for step in COVERED
         for direction in DIRECTIONS
     }
     return gate(scripts, tmp_path_factory.mktemp("squawk"))
@@ -120,7 +121,7 @@ def gate(scripts: dict[str, str], folder: Path) -> dict[str, list[Finding]]:
 
 
 @pytest.mark.parametrize("direction", DIRECTIONS)
-@pytest.mark.parametrize("step", STEPS, ids=[s.file_stem for s in STEPS])
+@pytest.mark.parametrize("step", COVERED, ids=[s.file_stem for s in COVERED])
 def test_revision_sql_has_only_allowed_findings(
     step: Step, direction: str, findings: dict[str, list[Finding]]
 ) -> None:
@@ -141,7 +142,7 @@ def test_revision_sql_has_only_allowed_findings(
     )
 
 
-@pytest.mark.parametrize("step", STEPS, ids=[s.file_stem for s in STEPS])
+@pytest.mark.parametrize("step", COVERED, ids=[s.file_stem for s in COVERED])
 def test_revision_source_has_no_silent_drop_constraint(step: Step) -> None:
     found = revision_source_findings(REPO_ROOT / "alembic" / "versions" / f"{step.file_stem}.py")
     assert not found, f"{step.file_stem}.py:\n" + "\n".join(f"  {f}" for f in found)

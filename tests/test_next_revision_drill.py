@@ -24,8 +24,10 @@ def test_the_next_revision_of_each_kind_leaves_the_history_tests_green(
     schema revision that fills a column; then every test marked `history`, on this
     session's first server (as DATABASE_URL). Whether a test depends on today's head does
     not depend on the server's version, and the drill is part of every CI run: one server
-    keeps it at half the cost. The row round trip there walks the three new revisions
-    (DRILL_WALK_FROM, the head found): this run's own walks every one before them."""
+    keeps it at half the cost. The tests there that cover each revision (the row round
+    trip, the lint gate, the project rules, the smoke walk under traffic) cover the three
+    new ones (after DRILL_WALK_FROM, the head found): this run's own cover every one
+    before them, so the drill's cost does not grow with the history."""
     url = pg_server.admin_url.render_as_string(hide_password=False)
     checkout = Checkout.copy(tmp_path / "checkout", scratch_url=url)
     found_head = revision_steps()[-1].revision

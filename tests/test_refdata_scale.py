@@ -16,6 +16,7 @@ import json
 import runpy
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg2.extensions
 import pytest
@@ -28,6 +29,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.dialects.postgresql import JSONB
 
 from seed_data.lock_discipline import BlockerWatch
+from seed_data.refdata import state
 from seed_data.refdata.declared import load_declared
 from seed_data.refdata.diff import diff_all
 from seed_data.refdata.lock import file_checksum, read_lock
@@ -176,18 +178,54 @@ def test_commands_copy_head_from_a_kept_database_that_follows_the_history(
     assert result.code == 0, f"a copy of the old head lacks the new rows: {result.out}"
     kept = set(scratch_databases(pg_server, HEAD_COPY_PREFIX))
     [new] = kept - first
-    assert len(kept) == 2, f"the new head's copy, beside the one it came from: {kept}"
-    [origin] = kept - {new}
+    history = [f"{HEAD_COPY_PREFIX}{s}" for s in state.history_states(workspace.config(), "heads")]
+    origin = history[-2]  # the head the new revision was written on
+    oldest = next(name for name in history if name in first)
+    assert kept == {new, origin, oldest}, (
+        f"kept {kept}: the new head's copy, the one it came from and the oldest on its history"
+    )
     add_faqs(workspace, faq_rows(2, start=3))
     assert workspace.refdata("revision", "-m", "two more FAQs").code == 0
     assert workspace.refdata("check").code == 0
     later = set(scratch_databases(pg_server, HEAD_COPY_PREFIX))
     [newer] = later - kept
-    assert later == {newer, new, origin}, f"kept beside the newest head: {later - {newer}}"
+    assert later == {newer, new, oldest}, f"kept beside the newest head: {later - {newer}}"
     add_faqs(workspace, faq_rows(1, start=5))
     assert workspace.refdata("revision", "-m", "one more FAQ").code == 0
     latest = set(scratch_databases(pg_server, HEAD_COPY_PREFIX))
-    assert len(latest) == 3 and {newer, origin} < latest, f"left behind: {latest}"
+    assert len(latest) == 3 and {newer, oldest} < latest, f"left behind: {latest}"
+
+
+def test_a_replay_from_base_keeps_head_s_parent_beside_head(
+    workspace: Workspace, pg_server: PgServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With nothing kept on its history, a command replays it from base. It keeps head's
+    parent as well as head: a history that differs only in its last revision (a test's
+    or a teammate's revision written beside head, head edited) starts there, one revision
+    from its own head, instead of replaying the whole history again."""
+    for name in scratch_databases(pg_server, HEAD_COPY_PREFIX):
+        pg_server.drop_database(name)
+    script = ScriptDirectory.from_config(workspace.config())
+    parent = script.get_revision(script.get_current_head()).down_revision
+    migrated_to = []
+    migrate = state.migrate_scratch
+
+    def recorded(engine: sa.Engine, config: Config, target: str, *args: Any, **kwargs: Any) -> None:
+        migrated_to.append(target)
+        migrate(engine, config, target, *args, **kwargs)
+
+    monkeypatch.setattr(state, "migrate_scratch", recorded)
+
+    assert workspace.refdata("check").code == 0
+
+    assert migrated_to == [parent, "head"], migrated_to
+    states = state.history_states(workspace.config(), "heads")
+    kept = set(scratch_databases(pg_server, HEAD_COPY_PREFIX))
+    assert kept == {f"{HEAD_COPY_PREFIX}{s}" for s in states[-2:]}, (
+        f"kept {kept}: after a replay from base, head's and its parent's states are kept"
+    )
+    assert workspace.refdata("check").code == 0
+    assert migrated_to == [parent, "head"], "the next command at head copies head"
 
 
 def test_copy_lifts_the_wait_callback_only_while_the_lock_watch_is_paused(

@@ -8,7 +8,6 @@ to, and the demo data-set record): they are checked on their own.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import pytest
@@ -30,13 +29,11 @@ from tests.helpers import (
     run_alembic,
     schema_fingerprint,
     snapshot_rows,
+    steps_to_cover,
 )
 from tests.migrator import Migrator
 
 STEPS = revision_steps()
-# The next-revision drill walks only the revisions it adds, from the head it found
-# (DRILL_WALK_FROM): the same run walks the ones before them, from the same files.
-WALK_FROM = os.environ.get("DRILL_WALK_FROM")
 REVISION = {step.file_stem.split("_", 5)[-1]: step.revision for step in STEPS}
 CORE_SCHEMA = REVISION["create_core_schema"]
 LOOKUPS = REVISION["lookup_values"]
@@ -105,12 +102,9 @@ def test_every_revision_round_trips_rows_and_schema(engine: sa.Engine) -> None:
     connections are pooled, so a step does not pay for new ones."""
     pooled = sa.create_engine(engine.url, pool_size=3)
     migrator = Migrator(pooled)
-    steps = STEPS
-    if WALK_FROM is not None:
-        starts = [n for n, step in enumerate(STEPS) if step.revision == WALK_FROM]
-        assert starts, f"DRILL_WALK_FROM={WALK_FROM} is no revision of this history"
-        steps = STEPS[starts[0] + 1 :]
-        migrator.upgrade(WALK_FROM)
+    steps = steps_to_cover(STEPS)
+    if steps[0].down_revision != "base":
+        migrator.upgrade(steps[0].down_revision)
     with pooled.connect().execution_options(isolation_level="AUTOCOMMIT") as reader:
         before = Snapshot.of(reader)
         for step in steps:

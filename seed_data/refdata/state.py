@@ -162,9 +162,15 @@ def scratch_database(
                 "--scratch-url at a server and role that have it"
             ) from None
         if target is not None and not at_target:
-            migrate_scratch(
-                engine, config, target, f"cannot migrate a scratch database to {target}"
-            )
+            doing = f"cannot migrate a scratch database to {target}"
+            parent = _parent_of_head(config) if states and target == "head" else None
+            if copied is None and parent is not None:
+                # Replayed from base: head's parent is kept too, where the next revision
+                # written beside this head starts (another branch's, a test's, a
+                # teammate's), so that one does not replay the whole history again.
+                migrate_scratch(engine, config, parent, doing)
+                _keep(admin, name, states[:-1], copied)
+            migrate_scratch(engine, config, target, doing)
             if states and target == "head":
                 _keep(admin, name, states, copied)
         yield engine
@@ -195,6 +201,17 @@ def history_states(config: Config, target: str) -> list[str]:
             digest.update(f"{path.name}\0{file_checksum(path)}\0".encode())
         states.append(digest.hexdigest()[:32])
     return states
+
+
+def _parent_of_head(config: Config) -> str | None:
+    """Head's one parent (None for a merge, the first revision, or heads): every revision
+    but head is one of its ancestors, so a database at it is the state before head's."""
+    script = load_script(config)
+    heads = script.get_heads()
+    if len(heads) != 1:
+        return None  # migrating to "head" says what is wrong
+    parent = script.get_revision(heads[0]).down_revision
+    return parent if isinstance(parent, str) else None
 
 
 def _copy_of_kept(conn: sa.Connection, name: str, states: list[str]) -> str | None:
