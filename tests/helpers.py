@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import subprocess
 import sys
@@ -42,12 +43,17 @@ class Step:
 
 def revision_steps() -> list[Step]:
     """Every revision from base to head, in upgrade order."""
+    return list(_repository_steps())
+
+
+@functools.cache  # many test modules ask at import; the repository's files do not change
+def _repository_steps() -> tuple[Step, ...]:
     script = ScriptDirectory.from_config(Config(str(ALEMBIC_INI)))
     scripts = list(script.walk_revisions("base", "heads"))[::-1]
-    return [
+    return tuple(
         Step(s.revision, s.down_revision or "base", Path(s.path).stem)  # type: ignore[arg-type]
         for s in scripts
-    ]
+    )
 
 
 # Set by the next-revision drill (tests/test_next_revision_drill.py) to the head it found
