@@ -11,6 +11,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -19,7 +20,7 @@ from alembic.config import Config
 from sqlalchemy.engine import URL
 
 from seed_data.db import REPO_ROOT
-from seed_data.refdata import cli
+from seed_data.refdata import cli, state
 from seed_data.refdata.declared import REFERENCE_DIR
 from tests.helpers import alembic_env
 
@@ -201,3 +202,17 @@ def assert_ruff_clean(path: Path) -> None:
             cwd=REPO_ROOT,
         )
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+def scratch_migrations(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The targets this process migrates refdata's scratch databases to from now on, in
+    order (a database copied from a kept one at its target is not migrated)."""
+    migrated_to: list[str] = []
+    migrate = state.migrate_scratch
+
+    def recorded(engine: sa.Engine, config: Config, target: str, *args: Any, **kwargs: Any) -> None:
+        migrated_to.append(target)
+        migrate(engine, config, target, *args, **kwargs)
+
+    monkeypatch.setattr(state, "migrate_scratch", recorded)
+    return migrated_to

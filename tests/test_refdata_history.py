@@ -6,21 +6,18 @@ conflict or merge cleanly. Revisions and heads are made in a copy of the migrati
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from alembic import command
-from alembic.config import Config
 from alembic.script import ScriptDirectory
 
 from seed_data.db import redact
 from seed_data.migration_history import HISTORY_REVISION
-from seed_data.refdata import state
 from seed_data.refdata.state import read_rows
 from seed_data.refdata.tables import reference_tables
 from tests.helpers import config_for, revision_steps, snapshot_rows
-from tests.refdata_support import Workspace, aim_database_url, assert_ruff_clean
+from tests.refdata_support import Workspace, aim_database_url, assert_ruff_clean, scratch_migrations
 from tests.servers import PgServer
 from tests.test_project_rules import ALLOWED_IMPORT_ROOTS, imported_roots
 from tests.test_refdata import EDITS
@@ -215,14 +212,7 @@ def test_two_heads_are_replayed_from_a_kept_copy_of_their_common_ancestor(
         ("tracker cut", rate("tracker_mortgage", "4.49"), rate("tracker_mortgage", "4.74")),
         ("loan cut", rate("personal_loan", "5.90"), rate("personal_loan", "6.40")),
     )
-    migrated_to = []
-    migrate = state.migrate_scratch
-
-    def recorded(engine: sa.Engine, config: Config, target: str, *args: Any, **kwargs: Any) -> None:
-        migrated_to.append(target)
-        migrate(engine, config, target, *args, **kwargs)
-
-    monkeypatch.setattr(state, "migrate_scratch", recorded)
+    migrated_to = scratch_migrations(monkeypatch)
 
     result = workspace.refdata("check")
 

@@ -16,7 +16,6 @@ import json
 import runpy
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import psycopg2.extensions
 import pytest
@@ -37,7 +36,7 @@ from seed_data.refdata.migration import INLINE_ROWS, Revision, plan, render
 from seed_data.refdata.state import HEAD_COPY_PREFIX, read_rows
 from seed_data.refdata.tables import RefColumn, RefTable, reference_tables
 from tests.helpers import apply_with_psql, current_revision, run_alembic, snapshot_rows
-from tests.refdata_support import Workspace, assert_ruff_clean
+from tests.refdata_support import Workspace, assert_ruff_clean, scratch_migrations
 from tests.servers import PgServer
 from tests.test_project_rules import ALLOWED_IMPORT_ROOTS, imported_roots
 from tests.test_refdata import apply_generated_revision
@@ -207,14 +206,7 @@ def test_a_replay_from_base_keeps_head_s_parent_beside_head(
         pg_server.drop_database(name)
     script = ScriptDirectory.from_config(workspace.config())
     parent = script.get_revision(script.get_current_head()).down_revision
-    migrated_to = []
-    migrate = state.migrate_scratch
-
-    def recorded(engine: sa.Engine, config: Config, target: str, *args: Any, **kwargs: Any) -> None:
-        migrated_to.append(target)
-        migrate(engine, config, target, *args, **kwargs)
-
-    monkeypatch.setattr(state, "migrate_scratch", recorded)
+    migrated_to = scratch_migrations(monkeypatch)
 
     assert workspace.refdata("check").code == 0
 
