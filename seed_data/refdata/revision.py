@@ -14,7 +14,6 @@ or any failure leaves nothing behind.
 from __future__ import annotations
 
 import io
-import os
 import re
 import shutil
 from collections.abc import Callable
@@ -64,11 +63,9 @@ class Candidate:
 
 def _copy_of_scripts(config: Config, workdir: Path) -> Config:
     """A config for a copy of the script directory under ``workdir`` (never the real one).
-    Its files are symbolic links to the real ones, and earlier revisions' data directories
-    too: they are only read here (a file written here, the new revision's or a compiled
-    one, replaces its link rather than writing through it), and copying every file would
-    cost each run of ``revision`` more with every revision in the history. Compiled
-    revisions (``__pycache__``) come along: the proof loads every revision file."""
+    Earlier revisions' data files, which may be large, are linked rather than copied: only
+    the new revision's rows are read, and it writes its own. Compiled revisions
+    (``__pycache__``) come along: the proof loads every revision file."""
     location = Path(load_script(config).dir)
     copy = workdir / location.name
     versions = location / "versions"
@@ -77,15 +74,10 @@ def _copy_of_scripts(config: Config, workdir: Path) -> Config:
         location,
         copy,
         ignore=lambda _, entries: {e for e in entries if e in linked},
-        copy_function=_link,
     )
     for name in linked:
         (copy / "versions" / name).symlink_to((versions / name).resolve())
     return alembic_config(config, script_location=copy)
-
-
-def _link(source: str, destination: str) -> None:
-    os.symlink(os.path.abspath(source), destination)
 
 
 def slug_words(message: str) -> str:
