@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import helpers
 from tests.conftest import DEFAULT_SERVER
 from tests.helpers import revision_steps
 from tests.next_revision import Checkout
@@ -55,3 +56,16 @@ def test_the_next_revision_of_each_kind_leaves_the_history_tests_green(
         + result.stderr[-2000:]
     )
     assert " passed" in summary and "skipped" not in summary, summary
+
+
+def test_in_the_drill_the_per_revision_tests_cover_only_the_revisions_it_added(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    steps = revision_steps()
+    monkeypatch.setattr(helpers, "DRILL_WALK_FROM", steps[-3].revision)
+    assert helpers.steps_to_cover(steps) == steps[-2:], (
+        "in the drill's copy, a test over every revision must cover only those after the head"
+        " the drill found: the run that started the drill covers the others"
+    )
+    monkeypatch.setattr(helpers, "DRILL_WALK_FROM", None)
+    assert helpers.steps_to_cover(steps) == steps, "outside the drill, every revision"
