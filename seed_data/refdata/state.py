@@ -163,15 +163,16 @@ def scratch_database(
             ) from None
         if target is not None and not at_target:
             doing = f"cannot migrate a scratch database to {target}"
-            parent = _parent_of_head(config) if states and target == "head" else None
-            if copied is None and parent is not None:
-                # Replayed from base: head's parent is kept too, where the next revision
-                # written beside this head starts (another branch's, a test's, a
-                # teammate's), so that one does not replay the whole history again.
+            keeping = bool(states) and target == "head"
+            # Replayed from base: head's parent is kept too, where the next revision
+            # written beside this head starts (another branch's, a test's, a
+            # teammate's), so that one does not replay the whole history again.
+            parent = _parent_of_head(config) if keeping and copied is None else None
+            if parent is not None:
                 migrate_scratch(engine, config, parent, doing)
                 _keep(admin, name, states[:-1], copied)
             migrate_scratch(engine, config, target, doing)
-            if states and target == "head":
+            if keeping:
                 _keep(admin, name, states, copied)
         yield engine
     finally:
