@@ -23,6 +23,7 @@ from seed_data.db import configured_url
 from tests.demo_support import Loader
 from tests.helpers import ALEMBIC_INI, config_for
 from tests.refdata_support import UNREACHABLE, Workspace
+from tests.revision_cache import install as cache_revision_modules
 from tests.servers import PG15_BIN, PgServer, embedded_server, external_server, system_server
 
 # Python writes bytecode unless told not to, and some images tell it not to
@@ -38,6 +39,10 @@ sys.dont_write_bytecode = False
 # nothing. A handler here is reset to the default in every command started.
 if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+# alembic runs every revision file again for each command; the tests run commands in-process
+# many hundreds of times, mostly on the same files (tests/revision_cache.py).
+cache_revision_modules()
 
 DEFAULT_SERVER = "external" if configured_url() else "pg18-embedded"
 SERVERS = [DEFAULT_SERVER, "pg15-system"]

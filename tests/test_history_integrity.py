@@ -37,9 +37,11 @@ from tests.demo_support import Loader
 from tests.helpers import (
     alembic_env,
     apply_with_psql,
+    config_for,
     current_revision,
     history_appended,
     history_rows,
+    history_rows_since,
     revision_steps,
     run_alembic,
     snapshot_rows,
@@ -87,6 +89,28 @@ def tamper(engine: sa.Engine, *statements: str) -> None:
             conn.exec_driver_sql(statement)
         for trigger in APPEND_ONLY:
             conn.exec_driver_sql(f"ALTER TABLE {HISTORY_TABLE} ENABLE TRIGGER {trigger}")
+
+
+@pytest.mark.parametrize("tampering", ["SET note = 'edited'", "DELETE"])
+def test_reading_only_the_appended_history_rows_still_notices_a_changed_or_deleted_one(
+    head_engine: sa.Engine, tampering: str
+) -> None:
+    """The row round trip reads each history row once (tests/helpers.history_rows_since);
+    the rows it read before must still be checked as untouched."""
+    with head_engine.connect() as conn:
+        before = history_rows(conn)
+    command.downgrade(config_for(head_engine), "-1")
+    with head_engine.connect() as conn:
+        grown = history_rows_since(conn, before)
+        assert grown == history_rows(conn), "the appended rows read on their own differ"
+    statement = (
+        f"DELETE FROM {HISTORY_TABLE}"
+        if tampering == "DELETE"
+        else (f"UPDATE {HISTORY_TABLE} {tampering}")
+    )
+    tamper(head_engine, f"{statement} WHERE id = {before[0]['id']}")
+    with head_engine.connect() as conn, pytest.raises(AssertionError, match="append-only"):
+        history_rows_since(conn, grown)
 
 
 def repair(url: sa.URL, workspace: Workspace | None = None) -> subprocess.CompletedProcess[str]:

@@ -21,8 +21,8 @@ from tests.helpers import (
     Step,
     config_for,
     current_revision,
-    history_appended,
     history_rows,
+    history_rows_since,
     insert_account,
     insert_customer,
     revision_steps,
@@ -45,9 +45,10 @@ def differing_tables(a: dict[str, list[str]], b: dict[str, list[str]]) -> list[s
     return sorted(t for t in a.keys() | b.keys() if a.get(t) != b.get(t))
 
 
-def history_added(before: list[dict], after: list[dict]) -> list[tuple[str, str, str, str | None]]:
-    """The rows a step appended to migration_history (it never changes or drops one)."""
-    appended = history_appended(before, after)
+def history_added(before: Snapshot, after: Snapshot) -> list[tuple[str, str, str, str | None]]:
+    """The rows a step appended to migration_history (``after`` was read after ``before``,
+    which checked that the step changed and dropped none)."""
+    appended = after.history[len(before.history) :]
     return [(r["revision"], r["direction"], r["method"], r["checksum"]) for r in appended]
 
 
@@ -82,15 +83,15 @@ class Snapshot:
     kept: dict[str, list[str]]
 
     @classmethod
-    def of(cls, conn: sa.Connection) -> Snapshot:
+    def of(cls, conn: sa.Connection, since: Snapshot | None = None) -> Snapshot:
         """Read on an autocommit connection: each statement sees what is committed, and
-        holds no lock the next migration step would wait for."""
-        rows = snapshot_rows(conn)
+        holds no lock the next migration step would wait for. After ``since``, only the
+        migration_history rows appended since are read (the others must be untouched)."""
         # migration_history is appended to by every step: checked as such.
-        kept = {t: rows[t] for t in KEPT_TABLES if t in rows and t != "migration_history"}
-        return cls(
-            without_kept(rows), schema_fingerprint(conn, kept=False), history_rows(conn), kept
-        )
+        rows = snapshot_rows(conn, history=False)
+        kept = {t: rows[t] for t in KEPT_TABLES if t in rows}
+        history = history_rows_since(conn, since.history) if since else history_rows(conn)
+        return cls(without_kept(rows), schema_fingerprint(conn, kept=False), history, kept)
 
 
 @pytest.mark.history
@@ -115,11 +116,11 @@ def test_every_revision_round_trips_rows_and_schema(engine: sa.Engine) -> None:
 def round_trip(step: Step, migrator: Migrator, reader: sa.Connection, before: Snapshot) -> Snapshot:
     """Upgrade, downgrade and upgrade again through ``step``; what the database holds after."""
     migrator.upgrade(step.revision)
-    first = Snapshot.of(reader)
+    first = Snapshot.of(reader, since=before)
     assert_history(step, "upgrade", before, first, created=True)
 
     migrator.downgrade(step.down_revision)
-    downgraded = Snapshot.of(reader)
+    downgraded = Snapshot.of(reader, since=first)
     assert_history(step, "downgrade", first, downgraded)
     assert {t: downgraded.kept.get(t) for t in first.kept} == first.kept, (
         f"downgrading {step.file_stem} dropped or changed {', '.join(KEPT_TABLES)}: no"
@@ -139,7 +140,7 @@ def round_trip(step: Step, migrator: Migrator, reader: sa.Connection, before: Sn
     )
 
     migrator.upgrade(step.revision)
-    again = Snapshot.of(reader)
+    again = Snapshot.of(reader, since=downgraded)
     assert_history(step, "upgrade", downgraded, again)
     assert again.rows == first.rows, (
         f"upgrading {step.file_stem} a second time gave different rows in"
@@ -158,7 +159,7 @@ def assert_history(
     step: Step, direction: str, before: Snapshot, after: Snapshot, created: bool = False
 ) -> None:
     expected = expected_history(step, direction, created)
-    assert history_added(before.history, after.history) == expected, (
+    assert history_added(before, after) == expected, (
         f"the {direction} of {step.file_stem} appended other migration_history rows than its"
         " own (env.py records one per step, with the file's checksum from the lock)"
     )
