@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import os
 import subprocess
 import sys
@@ -84,24 +85,45 @@ def snapshot_rows(conn: sa.Connection, *, history: bool = True) -> dict[str, lis
     downgrade never takes a row back): test those rows with :func:`history_rows`. Where
     nothing may change (a refused or failed step, a read-only check), keep it in.
     """
-    tables = conn.scalars(
-        sa.text("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
-    ).all()
+    tables = (
+        run_prepared(conn, "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
+        .scalars()
+        .all()
+    )
     if not history:
         # Not read at all: the one table that grows with every step of a walk.
         tables = [table for table in tables if table != HISTORY_TABLE]
     # One statement for every table: a walk over the history takes a snapshot per step.
     every_table = " UNION ALL ".join(
-        f'SELECT CAST(:t{n} AS text), ARRAY(SELECT to_jsonb(t)::text FROM "{table}" AS t'
-        " ORDER BY 1)"
-        for n, table in enumerate(tables)
+        f"SELECT CAST({_quoted(table, chr(39))} AS text),"
+        f" ARRAY(SELECT to_jsonb(t)::text FROM {_quoted(table, chr(34))} AS t ORDER BY 1)"
+        for table in tables
     )
-    names = {f"t{n}": table for n, table in enumerate(tables)}
-    rows = dict(conn.execute(sa.text(every_table), names).all()) if tables else {}
+    rows = dict(run_prepared(conn, every_table).all()) if tables else {}
     rows = {table: rows[table] for table in tables}
     if "alembic_version" in rows and not rows["alembic_version"]:
         del rows["alembic_version"]
     return rows
+
+
+def _quoted(name: str, quote: str) -> str:
+    """``name`` in ``quote``s, as a SQL literal (') or identifier (")."""
+    return quote + name.replace(quote, quote * 2) + quote
+
+
+def run_prepared(conn: sa.Connection, sql: str) -> sa.CursorResult[Any]:
+    """``sql`` (without parameters) as a statement PostgreSQL plans once per connection.
+
+    The snapshots' statements read catalogue views that take longer to plan than to run,
+    and a walk over the history takes three snapshots per step. PostgreSQL plans a prepared
+    statement again by itself when a table it reads is altered, dropped or made anew.
+    """
+    name = "snapshot_" + hashlib.sha256(sql.encode()).hexdigest()[:24]
+    prepared = conn.connection.info.setdefault("prepared_snapshots", set())
+    if name not in prepared:
+        conn.exec_driver_sql(f"PREPARE {name} AS {sql}")
+        prepared.add(name)
+    return conn.exec_driver_sql(f"EXECUTE {name}")
 
 
 def history_rows(conn: sa.Connection) -> list[dict[str, Any]]:
@@ -199,6 +221,13 @@ SCHEMA_QUERIES = {
 }
 
 
+# The functions the kept tables' triggers call (left out with those tables).
+KEPT_FUNCTIONS = {
+    "kept_functions": "SELECT tgfoid::regprocedure::text FROM pg_trigger WHERE"
+    f" tgrelid::regclass::text IN ({', '.join(_quoted(t, chr(39)) for t in KEPT_TABLES)})"
+}
+
+
 def schema_fingerprint(conn: sa.Connection, *, kept: bool = True) -> dict[str, list[str]]:
     """Columns, constraints, indexes, functions, triggers, sequences, types and views of the
     public schema, sorted.
@@ -209,26 +238,19 @@ def schema_fingerprint(conn: sa.Connection, *, kept: bool = True) -> dict[str, l
     triggers, sequences and the triggers' functions: compare those on their own across
     downgrades.
     """
+    queries = SCHEMA_QUERIES if kept else {**SCHEMA_QUERIES, **KEPT_FUNCTIONS}
     # One statement for every kind: a walk over the history takes one per step.
     every_kind = " UNION ALL ".join(
         f"SELECT CAST('{kind}' AS text), item FROM ({query}) AS {kind} (item)"
-        for kind, query in SCHEMA_QUERIES.items()
+        for kind, query in queries.items()
     )
-    found: dict[str, list[str]] = {kind: [] for kind in SCHEMA_QUERIES}
-    for kind, item in conn.execute(sa.text(every_kind)):
+    found: dict[str, list[str]] = {kind: [] for kind in queries}
+    for kind, item in run_prepared(conn, every_kind):
         found[kind].append(item)
     found = {kind: sorted(items) for kind, items in found.items()}
     if kept:
         return found
-    functions = set(
-        conn.scalars(
-            sa.text(
-                "SELECT tgfoid::regprocedure::text FROM pg_trigger"
-                " WHERE tgrelid::regclass::text = ANY(:tables)"
-            ),
-            {"tables": list(KEPT_TABLES)},
-        )
-    )
+    functions = set(found.pop("kept_functions"))
     on_kept = [f" ON {schema}{t} " for t in KEPT_TABLES for schema in ("", "public.")]
     of_kept = {
         "columns": lambda item: item.split(".")[0] in KEPT_TABLES,
